@@ -1,0 +1,174 @@
+"""Loading and saving encoders in Hugging Face layout, without remote code."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import HubertModel
+
+from culturemert.model.config import hubert_config_from_dict
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+_HUB_PATTERNS = ["config.json", "preprocessor_config.json", "*.safetensors", "*.json", "*.bin"]
+
+
+class EncoderLoadError(OSError):
+    """An encoder source that cannot be resolved or read; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What a checkpoint expects of its input waveform (from ``preprocessor_config.json``)."""
+
+    sample_rate: int = 24000
+    do_normalize: bool = False
+
+    def to_hf_dict(self) -> dict:
+        """The ``preprocessor_config.json`` content transformers' Wav2Vec2FeatureExtractor reads."""
+        return {
+            "do_normalize": self.do_normalize,
+            "feature_extractor_type": "Wav2Vec2FeatureExtractor",
+            "feature_size": 1,
+            "padding_side": "right",
+            "padding_value": 0.0,
+            "return_attention_mask": True,
+            "sampling_rate": self.sample_rate,
+        }
+
+
+def resolve_source(source: str | os.PathLike) -> Path:
+    """A local directory for ``source``: itself if it exists, else a Hub download (when online)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    text = str(source)
+    looks_like_hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~"))
+    if not looks_like_hub_id:
+        raise EncoderLoadError(f"{text}: no such directory (expected a Hugging Face-layout folder)")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id=text, allow_patterns=_HUB_PATTERNS))
+    except Exception as error:  # offline, unknown repo, gated repo: all end the same way
+        raise EncoderLoadError(
+            f"{text}: could not fetch this model from the Hugging Face Hub ({type(error).__name__}: "
+            f"{error}). If you are offline, download it elsewhere (e.g. `hf download {text} "
+            "--local-dir DIR`), copy DIR here, and pass DIR instead of the hub id."
+        ) from error
+
+
+def read_preprocessing(directory: str | os.PathLike, default_rate: int = 24000) -> Preprocessing:
+    """The checkpoint's sample rate and ``do_normalize`` flag (defaults when the file is absent)."""
+    file = Path(directory) / "preprocessor_config.json"
+    if not file.is_file():
+        return Preprocessing(sample_rate=default_rate)
+    raw = json.loads(file.read_text())
+    return Preprocessing(
+        sample_rate=int(raw.get("sampling_rate", default_rate)),
+        do_normalize=bool(raw.get("do_normalize", False)),
+    )
+
+
+def load_encoder(
+    source: str | os.PathLike,
+    *,
+    attn_implementation: str | None = None,
+    dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
+) -> HubertModel:
+    """Load a MERT/HuBERT-family encoder as a ``transformers.HubertModel`` in eval mode.
+
+    ``source`` is a Hugging Face-layout directory or a hub id. MERT's remote-code configs are
+    mapped onto HubertConfig; weights come from ``model.safetensors`` or from ``pytorch_model.bin``
+    read with ``weights_only=True`` (old ``weight_g``/``weight_v`` names included). The returned
+    model carries ``model.preprocessing`` (sample rate, normalisation) for the audio pipeline.
+    """
+    directory = resolve_source(source)
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise EncoderLoadError(f"{directory}: no config.json (not a Hugging Face-layout model)")
+    if not any((directory / name).is_file() for name in WEIGHT_FILES):
+        raise EncoderLoadError(
+            f"{directory}: no weights found (looked for {', '.join(WEIGHT_FILES)})"
+        )
+    config = hubert_config_from_dict(json.loads(config_file.read_text()), where=str(config_file))
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    model, info = HubertModel.from_pretrained(
+        directory,
+        config=config,
+        attn_implementation=attn_implementation,
+        dtype=dtype or torch.float32,
+        weights_only=True,
+        local_files_only=True,
+        output_loading_info=True,
+    )
+    # masked_spec_embed only matters for pre-training; every other tensor must be present.
+    missing = sorted(k for k in info["missing_keys"] if k != "masked_spec_embed")
+    problems = missing + sorted(info["unexpected_keys"]) + [str(m) for m in info["mismatched_keys"]]
+    if problems:
+        raise EncoderLoadError(
+            f"{directory}: weights do not match the config: missing {missing}, "
+            f"unexpected {sorted(info['unexpected_keys'])}, "
+            f"mismatched {sorted(info['mismatched_keys'])}"
+        )
+    model.preprocessing = read_preprocessing(directory, default_rate=config.sample_rate)
+    if device is not None:
+        model.to(device)
+    return model.eval()
+
+
+def encoder_preprocessing(model: HubertModel) -> Preprocessing:
+    """The preprocessing a model was loaded with, or its config's sample rate without normalising."""
+    found = getattr(model, "preprocessing", None)
+    if isinstance(found, Preprocessing):
+        return found
+    return Preprocessing(sample_rate=int(getattr(model.config, "sample_rate", 24000)))
+
+
+def save_encoder(
+    model: HubertModel,
+    directory: str | os.PathLike,
+    *,
+    preprocessing: Preprocessing | None = None,
+) -> Path:
+    """Write ``config.json``, ``model.safetensors`` and ``preprocessor_config.json`` atomically.
+
+    The result loads with :func:`load_encoder` and with plain ``HubertModel.from_pretrained``.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    preprocessing = preprocessing or encoder_preprocessing(model)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        config_file = staging / "config.json"
+        config = json.loads(config_file.read_text())
+        config["architectures"] = ["HubertModel"]
+        config["sample_rate"] = preprocessing.sample_rate
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        (staging / "preprocessor_config.json").write_text(
+            json.dumps(preprocessing.to_hf_dict(), indent=2) + "\n"
+        )
+        replace_directory(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def replace_directory(staging: Path, target: Path) -> None:
+    """Move a finished ``staging`` directory to ``target``, replacing an older one."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, target)

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create .venv (once) and install the project with its pinned CPU torch; re-install when
+# pyproject.toml or constraints.txt change. Sourced by scripts/demo.sh and scripts/test.sh.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.venv"
+python="${PYTHON:-python3}"
+if [[ ! -x "$venv/bin/python" ]]; then
+  "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --upgrade pip
+fi
+stamp="$venv/.culturemert-installed"
+want="$(cat "$root/pyproject.toml" "$root/constraints.txt" | sha256sum | cut -d' ' -f1)"
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+  echo "Installing culturemert and its dependencies into $venv ..." >&2
+  "$venv/bin/python" -m pip install --quiet \
+    -c "$root/constraints.txt" -e "$root[dev]"
+  echo "$want" >"$stamp"
+fi
+export PATH="$venv/bin:$PATH"

@@ -1,0 +1,93 @@
+"""Embedding: pooled hidden states against direct HubertModel forwards written out here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from culturemert.embed import LayerWeighting, embed, window_bounds
+from culturemert.model import load_encoder
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_encoder_dir):
+    return load_encoder(tiny_encoder_dir, attn_implementation="eager")
+
+
+def direct_hidden(encoder, piece: np.ndarray) -> np.ndarray:
+    """[layers, frames, dims] for one waveform, by a plain forward pass."""
+    with torch.no_grad():
+        states = encoder(torch.from_numpy(piece)[None], output_hidden_states=True).hidden_states
+    return torch.stack(states)[:, 0].numpy()
+
+
+def test_all_layers_mean_pooled(encoder):
+    waveform = np.random.default_rng(0).standard_normal(30000).astype(np.float32)
+    features = embed(encoder, waveform)
+    hidden = direct_hidden(encoder, waveform)
+    assert features.shape == (3, 32)
+    np.testing.assert_allclose(features, hidden.mean(axis=1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("pool", ["max", "mean+std"])
+def test_other_pools(encoder, pool):
+    waveform = np.random.default_rng(1).standard_normal(20000).astype(np.float32)
+    features = embed(encoder, waveform, pool=pool, layers=[0, -1])
+    hidden = direct_hidden(encoder, waveform)[[0, 2]]
+    expected = (
+        hidden.max(axis=1)
+        if pool == "max"
+        else np.concatenate([hidden.mean(axis=1), hidden.std(axis=1)], axis=-1)
+    )
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_windows_match_separate_forwards_and_ignore_batching(encoder):
+    sr = 24000
+    # 2.5 windows of 0.5 s: two full windows plus a 0.25 s tail (kept: longer than one frame).
+    waveform = np.random.default_rng(2).standard_normal(int(1.25 * sr)).astype(np.float32)
+    features = embed(encoder, waveform, window_seconds=0.5, batch_size=2)
+    assert features.shape == (3, 3, 32)
+    pieces = [waveform[0:12000], waveform[12000:24000], waveform[24000:]]
+    for w, piece in enumerate(pieces):
+        expected = direct_hidden(encoder, piece).mean(axis=1)
+        np.testing.assert_allclose(features[:, w], expected, rtol=1e-5, atol=1e-5)
+    one_by_one = embed(encoder, waveform, window_seconds=0.5, batch_size=1)
+    np.testing.assert_allclose(features, one_by_one, rtol=1e-5, atol=1e-6)
+    dropped = embed(encoder, waveform, window_seconds=0.5, drop_last=True)
+    assert dropped.shape == (3, 2, 32)
+
+
+def test_window_bounds_rules():
+    assert window_bounds(1000, 400) == [(0, 400), (400, 800)]  # 200-sample tail < one frame
+    assert window_bounds(1200, 400) == [(0, 400), (400, 800), (800, 1200)]
+    assert window_bounds(1300, 400) == [(0, 400), (400, 800), (800, 1200)]
+    assert window_bounds(1300, 500) == [(0, 500), (500, 1000)]
+    assert window_bounds(300, 400) == []
+    assert window_bounds(900, 1000) == [(0, 900)]
+    assert window_bounds(900, 1000, drop_last=True) == []
+
+
+def test_bad_arguments(encoder):
+    waveform = np.zeros(8000, dtype=np.float32)
+    with pytest.raises(ValueError, match="pool"):
+        embed(encoder, waveform, pool="median")
+    with pytest.raises(ValueError, match="out of range"):
+        embed(encoder, waveform, layers=[5])
+    with pytest.raises(ValueError, match="at least 400"):
+        embed(encoder, waveform[:100])
+
+
+def test_layer_weighting_starts_uniform_and_learns():
+    features = torch.randn(4, 13, 8)
+    weighting = LayerWeighting(13)
+    torch.testing.assert_close(weighting(features), features.mean(dim=1))
+    target = features[:, 5]
+    optimizer = torch.optim.SGD(weighting.parameters(), lr=5.0)
+    for _ in range(200):
+        optimizer.zero_grad()
+        ((weighting(features) - target) ** 2).mean().backward()
+        optimizer.step()
+    assert int(weighting.weights.argmax()) == 5
+    assert weighting.weights.sum().item() == pytest.approx(1.0)
