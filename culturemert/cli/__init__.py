@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from culturemert import __version__
 
-COMMANDS: list[str] = []
+COMMANDS = ["extract", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``culturemert`` console script."""
     args = build_parser().parse_args(argv)
+    # Our own progress bars say what is happening; the Hub's per-file bars only add noise.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:

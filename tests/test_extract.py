@@ -1,0 +1,114 @@
+"""Corpus extraction: outputs per track, failures, resuming, manifests and rank shares."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from culturemert.cli import main
+from culturemert.extract import ExtractSettings, collect_inputs, extract_corpus
+from culturemert.model import load_encoder
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "corpus"
+    (root / "sub").mkdir(parents=True)
+    sf.write(root / "a.wav", 0.3 * rng.standard_normal(24000), 24000)
+    sf.write(root / "sub" / "b.flac", 0.3 * rng.standard_normal((16000, 2)), 16000)
+    sf.write(root / "c.ogg", 0.3 * rng.standard_normal(30000), 22050)
+    (root / "broken.wav").write_bytes(b"RIFF not really a wave file")
+    return root
+
+
+def expected_features(encoder_dir, path):
+    """Mean-pooled hidden states by a direct HubertModel forward on the decoded file."""
+    import soxr
+
+    data, rate = sf.read(path, dtype="float32", always_2d=True)
+    waveform = soxr.resample(data.mean(axis=1), rate, 24000, quality="HQ").astype(np.float32)
+    model = load_encoder(encoder_dir, attn_implementation="eager")
+    with torch.no_grad():
+        states = model(torch.from_numpy(waveform)[None], output_hidden_states=True).hidden_states
+    return torch.stack(states)[:, 0].mean(dim=1).numpy()
+
+
+def test_folder_extraction_via_cli(tiny_encoder_dir, corpus, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["extract", str(tiny_encoder_dir), str(corpus), "--out", str(out)])
+    assert code == 1  # one input failed
+    features = out / "features"
+    assert sorted(p.relative_to(features).as_posix() for p in features.rglob("*.npy")) == [
+        "a.npy",
+        "c.npy",
+        "sub/b.npy",
+    ]
+    np.testing.assert_allclose(
+        np.load(features / "sub" / "b.npy"),
+        expected_features(tiny_encoder_dir, corpus / "sub" / "b.flac"),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    failures = (out / "failures.tsv").read_text().splitlines()
+    assert failures[0] == "path\treason" and len(failures) == 2
+    assert failures[1].startswith(str(corpus / "broken.wav")) and "cannot decode" in failures[1]
+    index = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    assert {row["track_id"]: row["shape"] for row in index} == {
+        "a": [3, 32],
+        "c": [3, 32],
+        "sub/b": [3, 32],
+    }
+    assert not [p for p in out.rglob(".*")]  # nothing half-written is left
+    assert "1 failed" in capsys.readouterr().out
+
+
+def test_resume_skips_finished_and_refuses_other_settings(tiny_encoder_dir, corpus, tmp_path):
+    encoder = load_encoder(tiny_encoder_dir)
+    items = [item for item in collect_inputs(corpus) if item[0] != "broken"]
+    out = tmp_path / "out"
+    settings = ExtractSettings(window_seconds=0.5)
+    first = extract_corpus(encoder, items, out, settings=settings, num_workers=0, progress=False)
+    assert (first.done, first.skipped) == (3, 0)
+    kept = out / "features" / "a.npy"
+    before = kept.stat().st_mtime_ns
+    (out / "features" / "c.npy").unlink()
+    second = extract_corpus(encoder, items, out, settings=settings, num_workers=0, progress=False)
+    assert (second.done, second.skipped) == (1, 2)
+    assert kept.stat().st_mtime_ns == before
+    assert np.load(out / "features" / "c.npy").shape == (3, 3, 32)  # 1.36 s → 2 full + tail
+    with pytest.raises(ValueError, match="other settings"):
+        extract_corpus(encoder, items, out, settings=ExtractSettings(), progress=False)
+
+
+def test_manifest_input_and_rank_shares(tiny_encoder_dir, corpus, tmp_path):
+    manifest = corpus / "list.csv"
+    manifest.write_text("track_id,path\nfirst,a.wav\nsecond,sub/b.flac\nthird,c.ogg\n")
+    items = collect_inputs(manifest)
+    assert [(t, p.name) for t, p in items] == [
+        ("first", "a.wav"),
+        ("second", "b.flac"),
+        ("third", "c.ogg"),
+    ]
+    encoder = load_encoder(tiny_encoder_dir)
+    out = tmp_path / "out"
+    for rank in (0, 1):
+        extract_corpus(
+            encoder,
+            items,
+            out,
+            settings=ExtractSettings(),
+            rank=rank,
+            world_size=2,
+            num_workers=0,
+            progress=False,
+        )
+    shares = [
+        [json.loads(x)["track_id"] for x in (out / f"index.rank{r}.jsonl").read_text().splitlines()]
+        for r in (0, 1)
+    ]
+    assert shares == [["first", "third"], ["second"]]
