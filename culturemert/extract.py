@@ -22,7 +22,7 @@ from tqdm import tqdm
 from transformers import HubertModel
 
 from culturemert.audio import AudioError, audio_duration, find_audio_files, load_audio
-from culturemert.embed import Layers, embed
+from culturemert.embedding import Layers, embed
 from culturemert.manifest import read_manifest
 from culturemert.model.checkpoint import encoder_preprocessing
 
@@ -203,6 +203,15 @@ def default_device(local_rank: int = 0) -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")
+
+
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); otherwise it is emulated."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def preprocessing_settings(encoder: HubertModel, normalize: bool | None) -> tuple[int, bool]:

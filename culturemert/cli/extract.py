@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from culturemert.extract import (
         ExtractSettings,
         collect_inputs,
+        cpu_has_native_bfloat16,
         default_device,
         distributed_position,
         extract_corpus,
@@ -60,6 +61,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.input}: no audio files found", file=sys.stderr)
         return 1
     device = torch.device(args.device) if args.device else default_device(local_rank)
+    if device.type == "cpu" and args.dtype != "float32" and not cpu_has_native_bfloat16():
+        print(
+            f"warning: this CPU has no native {args.dtype} arithmetic; expect it to run several "
+            "times slower than float32",
+            file=sys.stderr,
+        )
     encoder = load_encoder(
         args.model,
         attn_implementation=args.attn_implementation,

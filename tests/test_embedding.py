@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from culturemert.embed import LayerWeighting, embed, window_bounds
+from culturemert.embedding import LayerWeighting, embed, window_bounds
 from culturemert.model import load_encoder
 
 
@@ -91,3 +91,14 @@ def test_layer_weighting_starts_uniform_and_learns():
         optimizer.step()
     assert int(weighting.weights.argmax()) == 5
     assert weighting.weights.sum().item() == pytest.approx(1.0)
+
+
+def test_top_level_api_names_the_functions():
+    import culturemert as cm
+    import culturemert.embedding
+
+    assert cm.embed is culturemert.embedding.embed
+    assert cm.LayerWeighting is LayerWeighting
+    assert cm.load_encoder is load_encoder
+    with pytest.raises(AttributeError):
+        cm.no_such_name  # noqa: B018
