@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 from transformers import HubertModel
 
+from culturemert.atomic import save_npy, write_text
 from culturemert.audio import AudioError, audio_duration, find_audio_files, load_audio
 from culturemert.embedding import Layers, embed
 from culturemert.manifest import read_manifest
@@ -83,23 +83,6 @@ class _DecodedTracks(Dataset):
         return index, waveform, None
 
 
-def save_array_atomically(path: Path, array: np.ndarray) -> None:
-    """``np.save`` to a temporary name beside ``path``, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
-        np.save(f, array)
-    os.replace(f.name, path)
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write a text file under a temporary name, then rename."""
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", delete=False
-    ) as f:
-        f.write(text)
-    os.replace(f.name, path)
-
-
 def _check_settings(out: Path, settings: ExtractSettings) -> None:
     file = out / "settings.json"
     wanted = json.loads(json.dumps(asdict(settings)))
@@ -111,7 +94,7 @@ def _check_settings(out: Path, settings: ExtractSettings) -> None:
                 f"use another --out or the same settings ({wanted})"
             )
     else:
-        write_text_atomically(file, json.dumps(wanted, indent=2) + "\n")
+        write_text(file, json.dumps(wanted, indent=2) + "\n")
 
 
 def extract_corpus(
@@ -163,7 +146,7 @@ def extract_corpus(
                 drop_last=settings.drop_last,
                 batch_size=batch_size,
             )
-            save_array_atomically(feature_file[track_id], features)
+            save_npy(feature_file[track_id], features)
             report.done += 1
             report.audio_seconds += len(waveform) / settings.sample_rate
         bar.update(round(seconds[index], 1))
@@ -187,9 +170,9 @@ def _write_index(out, share, feature_file, report, rank, world_size) -> None:
                     "shape": shape,
                 }
             )
-    write_text_atomically(out / f"index{suffix}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    write_text(out / f"index{suffix}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     failures = "".join(f"{path}\t{reason}\n" for path, reason in report.failures)
-    write_text_atomically(out / f"failures{suffix}.tsv", "path\treason\n" + failures)
+    write_text(out / f"failures{suffix}.tsv", "path\treason\n" + failures)
 
 
 def distributed_position() -> tuple[int, int, int]:

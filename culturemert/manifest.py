@@ -10,10 +10,11 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from culturemert.atomic import write_text
 
 
 class ManifestError(ValueError):
@@ -94,13 +95,5 @@ def read_manifest(path: str | os.PathLike) -> list[Track]:
 
 def write_manifest(path: str | os.PathLike, tracks: Iterable[Track]) -> Path:
     """Write tracks as JSONL atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", delete=False
-    ) as handle:
-        for track in tracks:
-            row = {k: v for k, v in asdict(track).items() if v not in (None, [])}
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(handle.name, path)
-    return path
+    rows = ({k: v for k, v in asdict(t).items() if v not in (None, [])} for t in tracks)
+    return write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
