@@ -14,7 +14,7 @@ import sys
 
 from culturemert import __version__
 
-COMMANDS = ["extract", "demo"]
+COMMANDS = ["extract", "demo", "report", "targets"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,1 @@
+"""Evaluation by probing: datasets, cached features, probes, metrics and reports."""

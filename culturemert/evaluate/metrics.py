@@ -1,0 +1,113 @@
+"""Tagging metrics: macro ROC-AUC, macro AP (mAP), micro- and macro-F1, per tag and per family.
+
+A tag without both a positive and a negative example in the evaluated split has no ROC-AUC,
+and scoring it 0 (as torchmetrics does) drags the macro average down on small test sets. Such
+tags are left out of every average, F1 included, and their number is reported.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
+
+HEADLINE = ("roc_auc", "map", "micro_f1", "macro_f1")
+
+
+def tag_family(tag: str) -> str:
+    """The family of a ``family--tag`` string (``"tag"`` when it has none)."""
+    return tag.split("--", 1)[0] if "--" in tag else "tag"
+
+
+def _scores(y_true: np.ndarray, y_score: np.ndarray, threshold: float) -> dict[str, float]:
+    y_pred = (y_score >= threshold).astype(int)
+    return {
+        "roc_auc": float(roc_auc_score(y_true, y_score, average="macro")),
+        "map": float(average_precision_score(y_true, y_score, average="macro")),
+        "micro_f1": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+    }
+
+
+def tagging_metrics(
+    y_true: np.ndarray, y_score: np.ndarray, tags: Sequence[str], threshold: float = 0.5
+) -> dict:
+    """Metrics of probabilities ``y_score [n, t]`` against 0/1 ``y_true [n, t]``.
+
+    Returns ``roc_auc``, ``map``, ``micro_f1``, ``macro_f1`` (fractions), ``per_tag``
+    (tag -> ``roc_auc``, ``map``, ``f1``, ``positives``), ``per_family`` (family -> the four
+    averages and ``tags``), ``excluded_tags`` (count) and ``excluded`` (their names).
+    """
+    y_true = np.asarray(y_true)
+    y_score = np.asarray(y_score, dtype=np.float64)
+    if y_true.ndim != 2 or y_true.shape != y_score.shape or y_true.shape[1] != len(tags):
+        raise ValueError(
+            f"y_true {y_true.shape} and y_score {y_score.shape} must both be [n, {len(tags)}]"
+        )
+    if not np.isin(y_true, (0, 1)).all():
+        raise ValueError("y_true must hold only 0 and 1")
+    y_true = y_true.astype(int)
+    positives = y_true.sum(axis=0)
+    kept = np.flatnonzero((positives > 0) & (positives < len(y_true)))
+    excluded = [tag for tag, n in zip(tags, positives, strict=True) if n == 0 or n == len(y_true)]
+    if kept.size == 0:
+        raise ValueError("no tag has both positive and negative examples in the evaluated split")
+    y_true, y_score = y_true[:, kept], y_score[:, kept]
+    kept_tags = [tags[i] for i in kept]
+
+    result: dict = _scores(y_true, y_score, threshold)
+    y_pred = (y_score >= threshold).astype(int)
+    per_tag = zip(
+        roc_auc_score(y_true, y_score, average=None),
+        average_precision_score(y_true, y_score, average=None),
+        f1_score(y_true, y_pred, average=None, zero_division=0),
+        positives[kept],
+        strict=True,
+    )
+    result["per_tag"] = {
+        tag: {"roc_auc": float(auc), "map": float(ap), "f1": float(f1), "positives": int(n)}
+        for tag, (auc, ap, f1, n) in zip(kept_tags, per_tag, strict=True)
+    }
+    columns: dict[str, list[int]] = defaultdict(list)
+    for j, tag in enumerate(kept_tags):
+        columns[tag_family(tag)].append(j)
+    result["per_family"] = {
+        family: {**_scores(y_true[:, js], y_score[:, js], threshold), "tags": len(js)}
+        for family, js in columns.items()
+    }
+    result["excluded_tags"] = len(excluded)
+    result["excluded"] = excluded
+    return result
+
+
+def summarize_seeds(runs: Sequence[dict]) -> dict:
+    """Combine :func:`tagging_metrics` results of several seeds into a results-file task entry.
+
+    Headline metrics become ``{"mean", "std"}`` (population std over seeds); per-tag and
+    per-family values are seed means; ``excluded_tags`` is the largest count over seeds.
+    """
+    if not runs:
+        raise ValueError("no runs to summarize")
+
+    def mean_of(entries: list[dict]) -> dict:
+        keys = set.intersection(*(set(e) for e in entries))
+        return {k: float(np.mean([e[k] for e in entries])) for k in sorted(keys)}
+
+    def nested_means(key: str) -> dict:
+        names = set.intersection(*(set(run[key]) for run in runs))
+        return {name: mean_of([run[key][name] for run in runs]) for name in sorted(names)}
+
+    return {
+        "metrics": {
+            m: {
+                "mean": float(np.mean([r[m] for r in runs])),
+                "std": float(np.std([r[m] for r in runs])),
+            }
+            for m in HEADLINE
+        },
+        "per_tag": nested_means("per_tag"),
+        "per_family": nested_means("per_family"),
+        "excluded_tags": max(run["excluded_tags"] for run in runs),
+    }

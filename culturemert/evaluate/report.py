@@ -1,0 +1,282 @@
+"""Side-by-side reports of evaluation runs: Markdown tables and a self-contained HTML page.
+
+The tables follow the CultureMERT paper: one with ROC-AUC / mAP and one with micro-F1 /
+macro-F1, models as rows, datasets as columns, and an average over every cell of the row. The
+HTML page adds a models x datasets heatmap (the cross-cultural transfer matrix) and per-family
+bar charts, embedded as PNG so the page is one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from culturemert.evaluate.results import Results, validate_results, write_text_atomic
+
+#: Paper column order and titles; other tasks follow in alphabetical order.
+TASK_TITLES = {
+    "makam": "Turkish-makam",
+    "hindustani": "Hindustani",
+    "carnatic": "Carnatic",
+    "lyra": "Lyra",
+    "fma": "FMA-medium",
+    "mtat": "MTAT",
+}
+METRIC_TITLES = {"roc_auc": "ROC-AUC", "map": "mAP", "micro_f1": "Micro-F1", "macro_f1": "Macro-F1"}
+TABLES = (("roc_auc", "map"), ("micro_f1", "macro_f1"))
+MISSING = "–"
+
+
+def load_paper_results() -> list[Results]:
+    """The published numbers of MERT-v1-95M, CultureMERT-95M and CultureMERT-TA-95M."""
+    text = resources.files("culturemert.evaluate").joinpath("paper_results.json").read_text()
+    document = json.loads(text)
+    runs = [validate_results(run, "paper_results.json") for run in document["results"]]
+    return [{**run, "source": document["source"]} for run in runs]
+
+
+def task_order(runs: Sequence[Results]) -> list[str]:
+    """Every task of the runs: the paper's datasets first, in its order, then the rest."""
+    present = {task for run in runs for task in run["tasks"]}
+    return [t for t in TASK_TITLES if t in present] + sorted(present - set(TASK_TITLES))
+
+
+def row_labels(runs: Sequence[Results]) -> list[str]:
+    """Model names, numbered when the same model appears in several runs."""
+    labels = []
+    for run in runs:
+        label, copy = run["model"], 2
+        while label in labels:
+            label, copy = f"{run['model']} ({copy})", copy + 1
+        labels.append(label)
+    return labels
+
+
+def metric_value(run: Results, task: str, metric: str) -> tuple[float, float | None] | None:
+    """``(mean, std)`` in percent, or None when the run lacks it."""
+    summary = run["tasks"].get(task, {}).get("metrics", {}).get(metric)
+    if summary is None:
+        return None
+    std = summary.get("std")
+    return 100 * summary["mean"], None if std is None else 100 * std
+
+
+def _number(value: tuple[float, float | None] | None) -> str:
+    if value is None:
+        return MISSING
+    mean, std = value
+    return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
+
+
+def _cell(values: list[tuple[float, float | None] | None]) -> str:
+    if all(v is None for v in values):
+        return MISSING
+    return " / ".join(_number(v) for v in values)
+
+
+def row_average(run: Results, tasks: Sequence[str], metrics: Sequence[str]) -> float | None:
+    """Mean of every (task, metric) cell in percent; None unless all cells are present."""
+    values = [metric_value(run, task, m) for task in tasks for m in metrics]
+    if not values or any(v is None for v in values):
+        return None
+    return float(np.mean([v[0] for v in values]))
+
+
+def table_rows(
+    runs: Sequence[Results], tasks: Sequence[str], metrics: Sequence[str]
+) -> list[list[str]]:
+    """Header and one row per run: model, ``a / b`` per task, average."""
+    header = ["Model", *(TASK_TITLES.get(t, t) for t in tasks), "Avg."]
+    rows = [header]
+    for label, run in zip(row_labels(runs), runs, strict=True):
+        cells = [_cell([metric_value(run, t, m) for m in metrics]) for t in tasks]
+        average = row_average(run, tasks, metrics)
+        rows.append([label, *cells, MISSING if average is None else f"{average:.1f}"])
+    return rows
+
+
+def _markdown_table(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    return "\n".join(lines)
+
+
+def _notes(runs: Sequence[Results]) -> list[str]:
+    notes = []
+    for label, run in zip(row_labels(runs), runs, strict=True):
+        for task, entry in run["tasks"].items():
+            title = TASK_TITLES.get(task, task)
+            if entry.get("excluded_tags"):
+                notes.append(
+                    f"{label}, {title}: {entry['excluded_tags']} tags without both positive and "
+                    "negative test examples left out of the averages."
+                )
+            if entry.get("missing_audio"):
+                notes.append(
+                    f"{label}, {title}: {entry['missing_audio']} listed tracks had no audio file "
+                    "and were not evaluated."
+                )
+    sources = {run["source"] for run in runs if run.get("source")}
+    notes += [f"Published numbers: {source}" for source in sorted(sources)]
+    return notes
+
+
+def _selection_rows(runs: Sequence[Results], tasks: Sequence[str]) -> list[list[str]] | None:
+    if not any(entry.get("selected") for run in runs for entry in run["tasks"].values()):
+        return None
+    rows = [["Model", *(TASK_TITLES.get(t, t) for t in tasks)]]
+    for label, run in zip(row_labels(runs), runs, strict=True):
+        if not any(entry.get("selected") for entry in run["tasks"].values()):
+            continue
+        cells = []
+        for task in tasks:
+            chosen = run["tasks"].get(task, {}).get("selected")
+            cells.append(
+                f"layer {chosen.get('layer')}, {chosen.get('probe')}, lr {chosen.get('lr')}"
+                if chosen
+                else MISSING
+            )
+        rows.append([label, *cells])
+    return rows
+
+
+def markdown_report(runs: Sequence[Results]) -> str:
+    """The two paper-shaped tables (values in %), the selected probes, and notes."""
+    tasks = task_order(runs)
+    parts = []
+    for metrics in TABLES:
+        title = " / ".join(METRIC_TITLES[m] for m in metrics)
+        parts.append(f"### {title} (%)\n\n{_markdown_table(table_rows(runs, tasks, metrics))}")
+    selection = _selection_rows(runs, tasks)
+    if selection:
+        parts.append(f"### Selected on validation\n\n{_markdown_table(selection)}")
+    notes = _notes(runs)
+    if notes:
+        parts.append("\n".join(f"- {note}" for note in notes))
+    return "\n\n".join(parts) + "\n"
+
+
+def _png(figure) -> str:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    buffer = io.BytesIO()
+    FigureCanvasAgg(figure).print_png(buffer)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def heatmap_png(runs: Sequence[Results], metric: str) -> str:
+    """Base64 PNG of a models x datasets heatmap of ``metric`` (%), blank where missing."""
+    from matplotlib.figure import Figure
+
+    tasks, labels = task_order(runs), row_labels(runs)
+    grid = np.full((len(runs), len(tasks)), np.nan)
+    for i, run in enumerate(runs):
+        for j, task in enumerate(tasks):
+            value = metric_value(run, task, metric)
+            if value is not None:
+                grid[i, j] = value[0]
+    figure = Figure(figsize=(1.3 * len(tasks) + 3, 0.5 * len(runs) + 1.6), layout="constrained")
+    axes = figure.add_subplot()
+    image = axes.imshow(np.ma.masked_invalid(grid), cmap="viridis", aspect="auto")
+    axes.set_xticks(range(len(tasks)), [TASK_TITLES.get(t, t) for t in tasks], rotation=30)
+    axes.set_yticks(range(len(runs)), labels)
+    middle = np.nanmean(grid) if np.isfinite(grid).any() else 0.0
+    for (i, j), value in np.ndenumerate(grid):
+        if np.isfinite(value):
+            color = "black" if value > middle else "white"
+            axes.text(j, i, f"{value:.1f}", ha="center", va="center", color=color, fontsize=9)
+    axes.set_title(f"{METRIC_TITLES[metric]} (%): models x datasets")
+    figure.colorbar(image, ax=axes)
+    return _png(figure)
+
+
+def family_bars_png(runs: Sequence[Results], task: str) -> str | None:
+    """Base64 PNG of per-family ROC-AUC and mAP bars for ``task``; None without family data."""
+    from matplotlib.figure import Figure
+
+    having = [
+        (label, run)
+        for label, run in zip(row_labels(runs), runs, strict=True)
+        if run["tasks"].get(task, {}).get("per_family")
+    ]
+    if not having:
+        return None
+    families = sorted({f for _, run in having for f in run["tasks"][task]["per_family"]})
+    figure = Figure(figsize=(max(8.0, 2.4 * len(families) + 2), 3.6), layout="constrained")
+    width = 0.8 / len(having)
+    for k, metric in enumerate(("roc_auc", "map")):
+        axes = figure.add_subplot(1, 2, k + 1)
+        for i, (label, run) in enumerate(having):
+            per_family = run["tasks"][task]["per_family"]
+            values = [100 * per_family.get(f, {}).get(metric, np.nan) for f in families]
+            axes.bar(np.arange(len(families)) + i * width, values, width, label=label)
+        axes.set_xticks(np.arange(len(families)) + width * (len(having) - 1) / 2, families)
+        axes.set_title(f"{METRIC_TITLES[metric]} (%)")
+        axes.set_ylim(50 if metric == "roc_auc" else 0, 100)  # ROC-AUC: 50 is chance
+    figure.suptitle(f"{TASK_TITLES.get(task, task)}: per tag family")
+    figure.legend(*axes.get_legend_handles_labels(), loc="outside right upper", fontsize=8)
+    return _png(figure)
+
+
+def _html_table(rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in rows[0])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+        for row in rows[1:]
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _image(data: str, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def html_report(runs: Sequence[Results]) -> str:
+    """A self-contained HTML page: the tables, heatmaps and per-family bars."""
+    tasks = task_order(runs)
+    body = ["<h1>culturemert evaluation report</h1>"]
+    for metrics in TABLES:
+        title = " / ".join(METRIC_TITLES[m] for m in metrics)
+        body += [f"<h2>{title} (%)</h2>", _html_table(table_rows(runs, tasks, metrics))]
+    selection = _selection_rows(runs, tasks)
+    if selection:
+        body += ["<h2>Selected on validation</h2>", _html_table(selection)]
+    body.append("<h2>Cross-cultural transfer matrix</h2>")
+    body += [
+        _image(heatmap_png(runs, metric), f"{metric} heatmap") for metric in ("roc_auc", "map")
+    ]
+    bars = [(task, family_bars_png(runs, task)) for task in tasks]
+    if any(png for _, png in bars):
+        body.append("<h2>Per tag family</h2>")
+        body += [_image(png, f"{task} per family") for task, png in bars if png]
+    notes = _notes(runs)
+    if notes:
+        body.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+    style = (
+        "body{font-family:sans-serif;margin:2em;max-width:75em}"
+        "table{border-collapse:collapse;margin-bottom:1em}"
+        "th,td{border:1px solid #bbb;padding:.3em .6em;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}img{display:block;margin:1em 0}"
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>culturemert evaluation report</title><style>{style}</style></head>"
+        f"<body>{''.join(body)}</body></html>\n"
+    )
+
+
+def write_report(runs: Sequence[Results], out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.html`` into ``out_dir``; returns both paths."""
+    if not runs:
+        raise ValueError("nothing to report: give at least one results file or the paper numbers")
+    out_dir = Path(out_dir)
+    markdown = write_text_atomic(out_dir / "report.md", markdown_report(runs))
+    page = write_text_atomic(out_dir / "report.html", html_report(runs))
+    return markdown, page

@@ -1,0 +1,135 @@
+"""The results file of one evaluation run: written by ``culturemert evaluate``, read by ``report``.
+
+One JSON object per run; every metric value is a fraction in [0, 1] (reports print percent)::
+
+    {
+      "model": "ntua-slp/CultureMERT-95M",          # what was evaluated, as shown in reports
+      "culturemert_version": "0.1.0",
+      "config": {...},                               # evaluation settings (probe grid, seeds...)
+      "versions": {"torch": "...", ...},             # library versions of the run
+      "tasks": {
+        "makam": {
+          "split_checksums": {"train": "<sha256>", "valid": "...", "test": "..."},
+          "selected": {"layer": 7 or "weighted", "probe": "mlp" or "linear", "lr": 0.001},
+          "metrics": {"roc_auc": {"mean": 0.896, "std": 0.004}, "map": {...},
+                      "micro_f1": {...}, "macro_f1": {...}},   # test split, over seeds
+          "per_tag": {"makam--Hicaz": {"roc_auc": ..., "map": ..., "f1": ...}, ...},
+          "per_family": {"makam": {"roc_auc": ..., "map": ..., "micro_f1": ..., "macro_f1": ...}},
+          "excluded_tags": 0,                        # tags without both classes in test
+          "tracks": {"train": 3709, ...},            # tracks evaluated per split
+          "missing_audio": 0,                        # listed tracks without an audio file
+          "validation": {...}                        # selection details (grid, best epochs...)
+        }
+      }
+    }
+
+``culturemert.evaluate.metrics.summarize_seeds`` produces the ``metrics``, ``per_tag``,
+``per_family`` and ``excluded_tags`` entries from per-seed metric dicts. Published numbers
+(``paper_results.json``) use the same shape with ``std`` null and ``source`` set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TypedDict
+
+METRICS = ("roc_auc", "map", "micro_f1", "macro_f1")
+
+
+class ResultsError(ValueError):
+    """A results file that cannot be read; the message names the file and the field."""
+
+
+class MetricSummary(TypedDict):
+    """One metric over seeds (``std`` is None for published single numbers)."""
+
+    mean: float
+    std: float | None
+
+
+class Selection(TypedDict, total=False):
+    """The probe configuration chosen on the validation split."""
+
+    layer: int | str
+    probe: str
+    lr: float
+
+
+class TaskResult(TypedDict, total=False):
+    """Everything reported for one task; ``metrics`` is absent from validation-only runs."""
+
+    split_checksums: dict[str, str]
+    selected: Selection
+    metrics: dict[str, MetricSummary]
+    per_tag: dict[str, dict[str, float]]
+    per_family: dict[str, dict[str, float]]
+    excluded_tags: int
+    tracks: dict[str, int]
+    missing_audio: int
+    validation: dict
+
+
+class Results(TypedDict, total=False):
+    """One evaluation run; ``model`` and ``tasks`` are required."""
+
+    model: str
+    culturemert_version: str
+    config: dict
+    versions: dict[str, str]
+    tasks: dict[str, TaskResult]
+    source: str
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8"
+    ) as handle:
+        handle.write(text)
+    os.chmod(handle.name, 0o644)  # temporary files are private; the result is an ordinary file
+    os.replace(handle.name, path)
+    return path
+
+
+def validate_results(results: dict, where: str) -> Results:
+    """Check the required fields and metric ranges; errors name ``where`` and the field."""
+    if not isinstance(results, dict) or not isinstance(results.get("model"), str):
+        raise ResultsError(f"{where}: expected an object with a string 'model'")
+    tasks = results.get("tasks")
+    if not isinstance(tasks, dict):
+        raise ResultsError(f"{where}: expected an object 'tasks' (task name -> result)")
+    for task, entry in tasks.items():
+        metrics = entry.get("metrics", {}) if isinstance(entry, dict) else None
+        if not isinstance(metrics, dict):
+            raise ResultsError(f"{where}: tasks.{task}: expected an object with 'metrics'")
+        for name, summary in metrics.items():
+            mean = summary.get("mean") if isinstance(summary, dict) else None
+            if not isinstance(mean, (int, float)) or not 0.0 <= mean <= 1.0:
+                raise ResultsError(
+                    f"{where}: tasks.{task}.metrics.{name}.mean must be a fraction in [0, 1], "
+                    f"got {mean!r}"
+                )
+    return results  # type: ignore[return-value]
+
+
+def save_results(path: str | os.PathLike, results: Results) -> Path:
+    """Validate and write a results file atomically."""
+    validate_results(results, str(path))
+    return write_text_atomic(path, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+
+
+def load_results(path: str | os.PathLike) -> Results:
+    """Read and validate a results file."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: no such results file") from None
+    except json.JSONDecodeError as error:
+        raise ResultsError(f"{path}: not valid JSON ({error})") from None
+    return validate_results(raw, str(path))
