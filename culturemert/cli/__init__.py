@@ -14,7 +14,7 @@ import sys
 
 from culturemert import __version__
 
-COMMANDS = ["extract", "demo", "report", "targets", "synth"]
+COMMANDS = ["extract", "demo", "report", "targets", "synth", "pretrain"]
 
 
 def build_parser() -> argparse.ArgumentParser:
