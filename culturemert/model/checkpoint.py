@@ -8,11 +8,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import HubertModel
 
 from culturemert.model.config import hubert_config_from_dict
+
+if TYPE_CHECKING:  # the modeling code is slow to import; tools that never build a model skip it
+    from transformers import HubertModel
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 _HUB_PATTERNS = ["config.json", "preprocessor_config.json", "*.safetensors", "*.json", "*.bin"]
@@ -89,6 +92,8 @@ def load_encoder(
     read with ``weights_only=True`` (old ``weight_g``/``weight_v`` names included). The returned
     model carries ``model.preprocessing`` (sample rate, normalisation) for the audio pipeline.
     """
+    from transformers import HubertModel
+
     directory = resolve_source(source)
     config_file = directory / "config.json"
     if not config_file.is_file():
