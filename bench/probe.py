@@ -1,0 +1,159 @@
+"""Probe selection: one batched model per pass against one training run per configuration.
+
+Synthetic cached features (float16 ``[tracks, layers, dims]``, one window per track) carry a
+30-tag signal whose strength varies with the layer. The full selection (every single layer and
+the learned weighting x 6 learning rates x 5 seeds, MLP probes) is timed with
+``culturemert.evaluate.selection.select_probe``. The baseline trains each configuration alone,
+as a per-configuration script does: its own ``nn.Module``, ``torch.optim.Adam``, a shuffling
+``DataLoader`` and an epoch loop with scikit-learn validation ROC-AUC and early stopping. The
+baseline runs on a random subset of configurations (``--naive-configs``) and is extrapolated to
+the full grid from its mean time per configuration.
+
+    python bench/probe.py                       # the full protocol (slow on a few CPU cores)
+    python bench/probe.py --max-epochs 5        # every probe capped at 5 epochs
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import random
+import time
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from culturemert.embedding import LayerWeighting
+from culturemert.evaluate.probes import WEIGHTED, ProbeSettings, WindowData
+from culturemert.evaluate.selection import SelectionConfig, probe_grid, select_probe
+
+
+def synthetic_splits(tracks: int, tags: int, layers: int, dims: int, seed: int = 0):
+    """Train/valid/test (70/10/20) window data with a layer-dependent, learnable tag signal."""
+    rng = np.random.default_rng(seed)
+    latent = rng.standard_normal((tracks, 16))
+    logits = latent @ rng.standard_normal((16, tags)) + rng.normal(-1.5, 0.5, tags)
+    labels = (logits + 0.5 * rng.standard_normal(logits.shape) > 0).astype(np.float32)
+    strength = np.exp(-(((np.arange(layers) - layers * 0.6) / (layers / 3)) ** 2))
+    features = np.empty((tracks, layers, dims), dtype=np.float16)
+    for layer in range(layers):
+        mixed = latent @ rng.standard_normal((16, dims)) / 4
+        features[:, layer] = strength[layer] * mixed + rng.standard_normal((tracks, dims))
+    cut = [int(tracks * 0.7), int(tracks * 0.8)]
+    parts = np.split(np.arange(tracks), cut)
+    return [WindowData(features[p], np.arange(len(p)), labels[p]) for p in parts]
+
+
+def naive_run(spec, train: WindowData, valid: WindowData, settings: ProbeSettings) -> float:
+    """One configuration trained alone; returns its best validation macro ROC-AUC."""
+    torch.manual_seed(spec.seed)
+    layers, dims = train.features.shape[1:]
+    tags = train.labels.shape[1]
+    head = torch.nn.Sequential(
+        torch.nn.Linear(dims, settings.hidden),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(settings.dropout),
+        torch.nn.Linear(settings.hidden, tags),
+    )
+    weighting = LayerWeighting(layers)
+    model = torch.nn.ModuleList([weighting, head])
+
+    def forward(x):
+        return head(weighting(x) if spec.layer == WEIGHTED else x)
+
+    def inputs(data: WindowData) -> torch.Tensor:
+        """The probe's own input: one layer cut out up front, or all layers for the weighting."""
+        chosen = data.features if spec.layer == WEIGHTED else data.features[:, spec.layer]
+        return torch.from_numpy(chosen.astype(np.float32))
+
+    y_train = torch.from_numpy(train.labels[train.track_index])
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(inputs(train), y_train),
+        batch_size=settings.batch_size,
+        shuffle=True,
+    )
+    x_valid = inputs(valid)
+    optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
+    best, best_epoch, best_state = -np.inf, 0, None
+    for epoch in range(settings.max_epochs):
+        model.train()
+        for x, y in loader:
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(forward(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            scores = forward(x_valid).numpy()  # one window per track here
+        kept = [j for j in range(tags) if 0 < valid.labels[:, j].sum() < len(valid.labels)]
+        auc = float(np.mean([roc_auc_score(valid.labels[:, j], scores[:, j]) for j in kept]))
+        if auc > best:
+            best, best_epoch, best_state = auc, epoch, copy.deepcopy(model.state_dict())
+        elif epoch - best_epoch >= settings.patience:
+            break
+    model.load_state_dict(best_state)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tracks", type=int, default=5000)
+    parser.add_argument("--tags", type=int, default=30)
+    parser.add_argument("--layers", type=int, default=13)
+    parser.add_argument("--dims", type=int, default=768)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--max-epochs", type=int, default=100)
+    parser.add_argument("--naive-configs", type=int, default=6, help="baseline configs timed")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (both sides)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    train, valid, test = synthetic_splits(args.tracks, args.tags, args.layers, args.dims)
+    settings = ProbeSettings(max_epochs=args.max_epochs)
+    config = SelectionConfig(kinds=("mlp",), seeds=args.seeds, probe=settings)
+    grid = probe_grid(config, args.layers)
+    print(f"cores: {os.cpu_count()}, torch threads: {torch.get_num_threads()}")
+    print(
+        f"data: {args.tracks} tracks ({len(train.labels)}/{len(valid.labels)}/{len(test.labels)}),"
+        f" {args.tags} tags, {args.layers} layers x {args.dims} dims; grid: {len(grid)} MLP "
+        f"probes ({args.layers} layers + weighted, {len(config.learning_rates)} lrs, "
+        f"{args.seeds} seeds), max {args.max_epochs} epochs, patience {settings.patience}"
+    )
+
+    start = time.perf_counter()
+    selection = select_probe(train, valid, test, config, progress=False)
+    batched = time.perf_counter() - start
+    chosen = selection.chosen
+    print(
+        f"batched selection: {batched:.1f} s; chose layer {chosen['layer']}, lr {chosen['lr']}, "
+        f"validation ROC-AUC {chosen['validation_roc_auc']:.4f}"
+    )
+
+    sample = random.Random(0).sample(grid, min(args.naive_configs, len(grid)))
+    start = time.perf_counter()
+    naive_scores = [naive_run(spec, train, valid, settings) for spec in sample]
+    measured = time.perf_counter() - start
+    naive = measured / len(sample) * len(grid)
+    batched_scores = {
+        (row["layer"], row["lr"]): row["validation_roc_auc"] for row in selection.grid
+    }
+    print(
+        f"one run per configuration: {measured:.1f} s for {len(sample)} random configurations "
+        f"of {len(grid)}; extrapolated to the full grid: {naive:.1f} s"
+    )
+    for spec, score in zip(sample, naive_scores, strict=True):
+        key = ("weighted" if spec.layer == WEIGHTED else spec.layer, spec.lr)
+        print(
+            f"  layer {key[0]!s:>8} lr {spec.lr:<7g} seed {spec.seed}: naive validation "
+            f"ROC-AUC {score:.4f} (batched, mean over seeds: {batched_scores[key]:.4f})"
+        )
+    print(
+        f"speed-up of the batched selection over one run per configuration: {naive / batched:.1f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()

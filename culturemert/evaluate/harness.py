@@ -1,0 +1,201 @@
+"""Evaluating an encoder by probing: datasets -> cached features -> probe selection -> results.
+
+:func:`evaluate_encoder` runs the whole protocol on several tasks and returns a results dict in
+the shape of :mod:`culturemert.evaluate.results`. :func:`validation_score` is the cheap scalar
+a weight-merging sweep can maximise: validation macro ROC-AUC of the selected probes, averaged
+over tasks, without touching any test split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from culturemert import __version__
+from culturemert.evaluate.datasets import ADAPTERS, SPLITS, Dataset, DatasetError, build_dataset
+from culturemert.evaluate.features import FeatureCache, settings_for
+from culturemert.evaluate.probes import WindowData
+from culturemert.evaluate.results import Results, TaskResult
+from culturemert.evaluate.selection import SelectionConfig, seed_metrics, select_probe
+from culturemert.manifest import Track
+from culturemert.model.checkpoint import resolve_source
+
+_LIBRARIES = ("torch", "transformers", "numpy", "scikit-learn", "safetensors", "soundfile", "soxr")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Everything that decides an evaluation's numbers, besides the encoder and the data."""
+
+    tasks: tuple[str, ...] = ()
+    data_root: str | None = None
+    window_seconds: float | None = 30.0
+    pool: str = "mean"
+    threshold: float = 0.5
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    cache_dir: str | None = None  # default: $CULTUREMERT_CACHE or ~/.cache/culturemert/features
+
+
+def default_cache_dir() -> Path:
+    """Where features are cached unless told otherwise."""
+    found = os.environ.get("CULTUREMERT_CACHE")
+    return Path(found) if found else Path.home() / ".cache" / "culturemert" / "features"
+
+
+def split_checksum(tracks: Sequence[Track], vocabulary: Sequence[str]) -> str:
+    """sha256 of a split's track ids and in-vocabulary tags: two runs compare only if equal."""
+    known = set(vocabulary)
+    rows = sorted((t.track_id, sorted(set(t.tags) & known)) for t in tracks)
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and of the libraries that shape the numbers."""
+    versions = {"python": platform.python_version(), "culturemert": __version__}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def check_tasks(tasks: Sequence[str]) -> list[str]:
+    """The task names, or a :class:`DatasetError` naming the unknown ones and the known ones."""
+    unknown = [t for t in tasks if t not in ADAPTERS]
+    if unknown or not tasks:
+        raise DatasetError(
+            f"unknown task(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
+            f"known tasks: {', '.join(ADAPTERS)}"
+        )
+    return list(tasks)
+
+
+def _split_data(
+    dataset: Dataset, split: str, cache: FeatureCache, log: Callable[[str], None]
+) -> WindowData:
+    tracks = dataset.split(split)
+    if not tracks:
+        raise DatasetError(f"{dataset.name}: the {split} split has no tracks with audio")
+    features = cache.features(tracks, f"{dataset.name}-{split}")
+    if features.failed:
+        log(f"{dataset.name} {split}: {features.failure_summary()}")
+    by_id = {t.track_id: t for t in tracks}
+    labels = dataset.label_matrix([by_id[tid] for tid in features.track_ids])
+    return WindowData(features.features, features.track_index, labels)
+
+
+def evaluate_task(
+    dataset: Dataset,
+    cache: FeatureCache,
+    config: EvaluationConfig,
+    *,
+    with_test: bool = True,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> TaskResult:
+    """Select a probe for one dataset on validation; with ``with_test``, score it on test."""
+    if dataset.missing:
+        log(dataset.missing_summary())
+    splits = SPLITS if with_test else ("train", "valid")
+    data = {split: _split_data(dataset, split, cache, log) for split in splits}
+    try:
+        selection = select_probe(
+            data["train"], data["valid"], data.get("test"), config.selection, progress=progress
+        )
+    except ValueError as error:  # e.g. a validation split too small to score
+        raise DatasetError(f"{dataset.name}: {error}") from None
+    chosen = selection.chosen
+    entry: TaskResult = {
+        "split_checksums": {
+            s: split_checksum(dataset.split(s), dataset.vocabulary) for s in splits
+        },
+        "selected": {"layer": chosen["layer"], "probe": chosen["kind"], "lr": chosen["lr"]},
+    }
+    entry["validation"] = {
+        "roc_auc": {"mean": chosen["validation_roc_auc"], "std": chosen["validation_std"]},
+        "best_epochs": chosen["best_epochs"],
+        "layer_weights": selection.layer_weights,
+        "grid": selection.grid,
+    }
+    entry["tracks"] = {s: int(len(data[s].labels)) for s in splits}
+    entry["missing_audio"] = len(dataset.missing)
+    if with_test:
+        entry.update(
+            seed_metrics(
+                selection.test_scores, data["test"].labels, dataset.vocabulary, config.threshold
+            )
+        )
+    return entry
+
+
+def evaluate_encoder(
+    model: str | os.PathLike | torch.nn.Module,
+    tasks: Sequence[str],
+    data_root: str | os.PathLike,
+    config: EvaluationConfig = EvaluationConfig(),
+    *,
+    name: str | None = None,
+    with_test: bool = True,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
+) -> Results:
+    """Evaluate ``model`` (a checkpoint folder or a loaded encoder) on ``tasks``: a results dict."""
+    tasks = check_tasks(tasks)
+    config = replace(config, tasks=tuple(tasks), data_root=str(data_root))
+    name = name or _model_name(model)
+    if not isinstance(model, torch.nn.Module):
+        model = resolve_source(model)  # a hub id becomes its local snapshot
+    datasets = {task: build_dataset(task, data_root) for task in tasks}  # all errors up front
+    settings = settings_for(model, pool=config.pool, window_seconds=config.window_seconds)
+    cache = FeatureCache(
+        model, config.cache_dir or default_cache_dir(), settings, progress=progress
+    )
+    results: Results = {
+        "model": name,
+        "culturemert_version": __version__,
+        "config": {**asdict(config), "extraction": asdict(settings), "encoder": cache.fingerprint},
+        "versions": library_versions(),
+        "tasks": {},
+    }
+    for task, dataset in datasets.items():
+        results["tasks"][task] = evaluate_task(
+            dataset, cache, config, with_test=with_test, progress=progress, log=log
+        )
+    return results
+
+
+def validation_score(
+    model_dir: str | os.PathLike | torch.nn.Module, eval_config: EvaluationConfig
+) -> float:
+    """Validation macro ROC-AUC of the selected probes, averaged over ``eval_config.tasks``."""
+    if not eval_config.tasks or eval_config.data_root is None:
+        raise ValueError("validation_score needs eval_config.tasks and eval_config.data_root")
+    results = evaluate_encoder(
+        model_dir,
+        eval_config.tasks,
+        eval_config.data_root,
+        eval_config,
+        with_test=False,
+        progress=False,
+        log=lambda message: None,
+    )
+    scores = [entry["validation"]["roc_auc"]["mean"] for entry in results["tasks"].values()]
+    return sum(scores) / len(scores)
+
+
+def _model_name(model: str | os.PathLike | torch.nn.Module) -> str:
+    if isinstance(model, torch.nn.Module):
+        config = getattr(model, "config", None)
+        return getattr(config, "name_or_path", "") or type(model).__name__
+    path = Path(model)
+    return path.resolve().name if path.is_dir() else str(model)  # a folder, or a hub id

@@ -1,0 +1,125 @@
+"""Probe selection on validation only: probe type, layer (or learned weighting), learning rate.
+
+Every configuration is trained with every seed in batched passes (:mod:`.probes`); a
+configuration's validation score is its macro ROC-AUC averaged over seeds, the best one is
+chosen, and its seeds' test predictions, already computed in the same passes, become the
+reported mean ± std. The test split never influences a choice.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from culturemert.evaluate.metrics import summarize_seeds, tagging_metrics
+from culturemert.evaluate.probes import (
+    WEIGHTED,
+    ProbeSettings,
+    ProbeSpec,
+    WindowData,
+    train_probes,
+)
+
+#: MARBLE's constrained-track learning-rate grid.
+DEFAULT_LEARNING_RATES = (5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2)
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """The search space and the probe training schedule."""
+
+    kinds: tuple[str, ...] = ("mlp", "linear")
+    learning_rates: tuple[float, ...] = DEFAULT_LEARNING_RATES
+    seeds: int = 5
+    layers: tuple[int, ...] | None = None  # None: every layer and the learned weighting
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
+    probes_per_pass: int = 84  # bounds memory: weights, Adam moments and best copies per probe
+
+
+@dataclass
+class Selection:
+    """The chosen configuration, the validation score of every configuration, test predictions."""
+
+    chosen: dict  # kind, layer (int or "weighted"), lr, validation mean/std, best epochs
+    grid: list[dict]  # one row per (kind, layer, lr): validation mean and std over seeds
+    valid_scores: np.ndarray  # [seeds, tracks, tags] probabilities of the chosen configuration
+    test_scores: np.ndarray | None  # [seeds, tracks, tags]
+    layer_weights: list[float] | None = None  # mean learned weights, when the weighting won
+
+
+def layer_name(layer: int) -> int | str:
+    """A layer as written in results: its index, or ``"weighted"``."""
+    return "weighted" if layer == WEIGHTED else layer
+
+
+def probe_grid(config: SelectionConfig, layers: int) -> list[ProbeSpec]:
+    """Every (layer, learning rate, seed) probe of one probe kind, a configuration's seeds adjacent."""
+    chosen = list(range(layers)) + [WEIGHTED] if config.layers is None else list(config.layers)
+    return [
+        ProbeSpec(layer, lr, seed)
+        for layer, lr, seed in itertools.product(chosen, config.learning_rates, range(config.seeds))
+    ]
+
+
+def select_probe(
+    train: WindowData,
+    valid: WindowData,
+    test: WindowData | None,
+    config: SelectionConfig = SelectionConfig(),
+    *,
+    progress: bool = True,
+) -> Selection:
+    """Train the whole grid, choose on validation ROC-AUC (mean over seeds), keep test scores.
+
+    With ``test=None`` (a validation-only score), ``test_scores`` is None.
+    """
+    if config.seeds < 1 or not config.learning_rates or not config.kinds:
+        raise ValueError("selection needs at least one seed, learning rate and probe kind")
+    # A pass holds whole configurations (all their seeds), so once it ends only the best
+    # configuration so far needs its predictions kept.
+    per_pass = max(1, config.probes_per_pass // config.seeds) * config.seeds
+    grid: list[dict] = []
+    best: Selection | None = None
+    for kind in config.kinds:
+        settings = replace(config.probe, kind=kind)
+        specs = probe_grid(config, train.features.shape[1])
+        for start in range(0, len(specs), per_pass):
+            part = specs[start : start + per_pass]
+            run = train_probes(part, train, valid, settings, progress=progress)
+            for first in range(0, len(part), config.seeds):
+                rows = list(range(first, first + config.seeds))
+                spec = part[first]
+                scores = run.best_score[rows]
+                grid.append(
+                    {
+                        "kind": kind,
+                        "layer": layer_name(spec.layer),
+                        "lr": spec.lr,
+                        "validation_roc_auc": float(np.mean(scores)),
+                        "validation_std": float(np.std(scores)),
+                    }
+                )
+                if (
+                    best is not None
+                    and grid[-1]["validation_roc_auc"] <= best.chosen["validation_roc_auc"]
+                ):
+                    continue  # the first of equal configurations wins
+                weights = run.layer_weights()[rows].mean(0).tolist()
+                best = Selection(
+                    chosen={**grid[-1], "best_epochs": (run.best_epoch[rows] + 1).tolist()},
+                    grid=grid,
+                    valid_scores=run.predict(valid, rows),
+                    test_scores=None if test is None else run.predict(test, rows),
+                    layer_weights=weights if spec.layer == WEIGHTED else None,
+                )
+    return best
+
+
+def seed_metrics(
+    scores: np.ndarray, labels: np.ndarray, vocabulary: Sequence[str], threshold: float = 0.5
+) -> dict:
+    """Metrics of each seed's ``[tracks, tags]`` probabilities, combined as mean ± std."""
+    return summarize_seeds([tagging_metrics(labels, s, vocabulary, threshold) for s in scores])

@@ -1,0 +1,112 @@
+"""Feature cache: values against ``embed``, cache hits, keys that follow encoder/audio/settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import culturemert.evaluate.features as features_module
+from culturemert.audio import load_audio
+from culturemert.embedding import embed
+from culturemert.evaluate.features import (
+    FeatureCache,
+    audio_fingerprint,
+    encoder_fingerprint,
+    settings_for,
+)
+from culturemert.manifest import Track
+from culturemert.model import load_encoder
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: a second intra-op thread only waits for a busy core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tracks(tmp_path):
+    """Three generated recordings (one at 16 kHz, so it is resampled), one missing, one corrupt."""
+    rng = np.random.default_rng(0)
+    made = []
+    for i, (seconds, rate) in enumerate([(1.3, 24000), (0.7, 16000), (0.45, 24000)]):
+        t = np.arange(int(seconds * rate)) / rate
+        wave = 0.3 * np.sin(2 * np.pi * (220 + 110 * i) * t) + 0.05 * rng.standard_normal(len(t))
+        path = tmp_path / f"t{i}.wav"
+        sf.write(path, wave.astype(np.float32), rate)
+        made.append(Track(f"t{i}", str(path)))
+    (tmp_path / "broken.wav").write_bytes(b"not audio at all")
+    made.append(Track("broken", str(tmp_path / "broken.wav")))
+    made.append(Track("gone", str(tmp_path / "gone.wav")))
+    return made
+
+
+def test_features_match_embed_and_failures_are_reported(tiny_encoder_dir, tracks, tmp_path):
+    settings = settings_for(tiny_encoder_dir, window_seconds=0.5)
+    cache = FeatureCache(tiny_encoder_dir, tmp_path / "cache", settings, progress=False)
+    split = cache.features(tracks, "train")
+    assert split.track_ids == ["t0", "t1", "t2"]
+    assert set(split.failed) == {"broken", "gone"}
+    assert "2 of 5 tracks" in split.failure_summary()
+    assert split.features.dtype == np.float16 and isinstance(split.features, np.memmap)
+
+    encoder = load_encoder(tiny_encoder_dir)
+    for position, track in enumerate(tracks[:3]):
+        expected = embed(encoder, load_audio(track.path), window_seconds=0.5).transpose(1, 0, 2)
+        got = np.asarray(split.features[split.track_index == position], dtype=np.float32)
+        assert got.shape == expected.shape  # 1.3 s -> 3 windows, 0.7 s -> 2, 0.45 s -> 1
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_second_run_reads_the_cache(tiny_encoder_dir, tracks, tmp_path, monkeypatch):
+    settings = settings_for(tiny_encoder_dir, window_seconds=None)
+    first = FeatureCache(tiny_encoder_dir, tmp_path, settings, progress=False).features(tracks, "x")
+
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("the encoder ran although the features were cached")
+
+    monkeypatch.setattr(features_module, "embed", no_embedding)
+    again = FeatureCache(tiny_encoder_dir, tmp_path, settings, progress=False)
+    second = again.features(tracks, "x")
+    assert again._encoder is None  # not even loaded
+    assert second.directory == first.directory
+    np.testing.assert_array_equal(second.features, first.features)
+    assert second.failed == first.failed
+
+
+def test_key_changes_with_encoder_audio_and_settings(tiny_encoder_dir, tracks, tmp_path):
+    settings = settings_for(tiny_encoder_dir, window_seconds=0.5)
+    cache = FeatureCache(tiny_encoder_dir, tmp_path, settings, progress=False)
+    entry = cache.entry(tracks, "train")
+    assert FeatureCache(tiny_encoder_dir, tmp_path, settings).entry(tracks, "train") == entry
+
+    other_window = settings_for(tiny_encoder_dir, window_seconds=1.0)
+    other_pool = settings_for(tiny_encoder_dir, pool="max", window_seconds=0.5)
+    for changed in (other_window, other_pool):
+        assert FeatureCache(tiny_encoder_dir, tmp_path, changed).entry(tracks, "train") != entry
+
+    model = load_encoder(tiny_encoder_dir)
+    in_memory = encoder_fingerprint(model)
+    with torch.no_grad():
+        model.encoder.layers[0].attention.q_proj.weight[0, 0] += 1e-3
+    assert encoder_fingerprint(model) != in_memory
+    assert FeatureCache(model, tmp_path, settings).entry(tracks, "train") != entry
+
+    before = audio_fingerprint(tracks)
+    data = sf.read(tracks[0].path, dtype="float32")[0]
+    sf.write(tracks[0].path, data * 0.5, 24000)
+    assert audio_fingerprint(tracks) != before
+    assert cache.entry(tracks, "train") != entry
+
+
+def test_no_usable_audio_is_a_clear_error(tiny_encoder_dir, tracks, tmp_path):
+    settings = settings_for(tiny_encoder_dir)
+    cache = FeatureCache(tiny_encoder_dir, tmp_path / "c", settings, progress=False)
+    with pytest.raises(ValueError, match="none of the 2 tracks"):
+        cache.features(tracks[3:], "test")
+    assert not any((tmp_path / "c").iterdir())  # nothing half-written left behind

@@ -1,0 +1,164 @@
+"""A tiny end-to-end evaluation: generated tones, a generic manifest, a tiny encoder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from sklearn.metrics import roc_auc_score
+
+from culturemert.cli import main
+from culturemert.evaluate.harness import EvaluationConfig, evaluate_encoder, validation_score
+from culturemert.evaluate.probes import ProbeSettings
+from culturemert.evaluate.results import load_results, validate_results
+from culturemert.evaluate.selection import SelectionConfig
+
+SMALL = SelectionConfig(
+    learning_rates=(3e-3, 3e-2),
+    seeds=2,
+    probe=ProbeSettings(hidden=16, batch_size=8, max_epochs=8, patience=3),
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: a second intra-op thread only waits for a busy core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """Tracks tagged by pitch (low/high) and by texture (noisy or clean); one listed file absent."""
+    root = tmp_path_factory.mktemp("data")
+    folder = root / "generic"
+    (folder / "audio").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(36):
+        pitch = "high" if i % 2 else "low"
+        noisy = i % 3 == 0
+        t = np.arange(int(0.6 * 24000)) / 24000
+        wave = 0.4 * np.sin(2 * np.pi * (1760 if pitch == "high" else 110) * t)
+        wave += (0.3 if noisy else 0.01) * rng.standard_normal(len(t))
+        sf.write(folder / "audio" / f"{i}.wav", wave.astype(np.float32), 24000)
+        split = "train" if i < 20 else "valid" if i < 28 else "test"
+        tags = [f"pitch--{pitch}"] + (["texture--noisy"] if noisy else [])
+        rows.append({"track_id": f"r{i}", "path": f"audio/{i}.wav", "tags": tags, "split": split})
+    rows.append(
+        {"track_id": "lost", "path": "audio/lost.wav", "tags": ["pitch--low"], "split": "test"}
+    )
+    (folder / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return root
+
+
+def test_end_to_end_results_and_cache_reuse(tiny_encoder_dir, data_root, tmp_path):
+    config = EvaluationConfig(window_seconds=0.25, selection=SMALL, cache_dir=str(tmp_path))
+    results = evaluate_encoder(tiny_encoder_dir, ["generic"], data_root, config, progress=False)
+    validate_results(results, "in memory")
+    entry = results["tasks"]["generic"]
+    assert entry["tracks"] == {"train": 20, "valid": 8, "test": 8}
+    assert entry["missing_audio"] == 1
+    assert entry["excluded_tags"] == 0
+
+    grid = entry["validation"]["grid"]
+    assert len(grid) == 2 * 4 * 2  # probe kinds x (3 layers + weighting) x learning rates
+    best = max(grid, key=lambda row: row["validation_roc_auc"])
+    chosen = entry["selected"]
+    assert (chosen["probe"], chosen["layer"], chosen["lr"]) == (
+        best["kind"],
+        best["layer"],
+        best["lr"],
+    )
+    assert entry["validation"]["roc_auc"]["mean"] == best["validation_roc_auc"]
+    assert len(entry["validation"]["best_epochs"]) == 2  # one per seed
+    # Pitch is plainly audible in the features of even a random encoder.
+    assert entry["per_tag"]["pitch--high"]["roc_auc"] > 0.9
+    assert set(entry["per_family"]) == {"pitch", "texture"}
+    assert results["versions"]["torch"] and results["config"]["selection"]["seeds"] == 2
+
+    entries = sorted(p.name for p in tmp_path.iterdir())
+    assert len(entries) == 3  # one cache entry per split
+    again = evaluate_encoder(tiny_encoder_dir, ["generic"], data_root, config, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == entries  # read back, nothing new
+    assert again["tasks"]["generic"]["metrics"] == entry["metrics"]  # deterministic
+
+    score = validation_score(
+        tiny_encoder_dir, replace(config, tasks=("generic",), data_root=str(data_root))
+    )
+    assert score == pytest.approx(entry["validation"]["roc_auc"]["mean"])
+
+
+def test_validation_probe_scores_match_scikit_learn(tiny_encoder_dir, data_root, tmp_path):
+    from culturemert.evaluate.datasets import build_dataset
+    from culturemert.evaluate.features import FeatureCache, settings_for
+    from culturemert.evaluate.harness import _split_data
+    from culturemert.evaluate.selection import select_probe
+
+    dataset = build_dataset("generic", data_root)
+    settings = settings_for(tiny_encoder_dir, window_seconds=0.25)
+    cache = FeatureCache(tiny_encoder_dir, tmp_path, settings, progress=False)
+    splits = [_split_data(dataset, s, cache, print) for s in ("train", "valid", "test")]
+    selection = select_probe(*splits, SMALL, progress=False)
+    labels = splits[1].labels
+    per_seed = [
+        np.mean([roc_auc_score(labels[:, j], s[:, j]) for j in range(labels.shape[1])])
+        for s in selection.valid_scores
+    ]
+    assert np.mean(per_seed) == pytest.approx(selection.chosen["validation_roc_auc"], abs=1e-9)
+
+
+def test_cli_writes_results_and_prints_tables(tiny_encoder_dir, data_root, tmp_path, capsys):
+    out = tmp_path / "results.json"
+    code = main(
+        [
+            "evaluate",
+            str(tiny_encoder_dir),
+            "--tasks",
+            "generic",
+            "--data-root",
+            str(data_root),
+            "--out",
+            str(out),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--seeds",
+            "1",
+            "--probes",
+            "linear",
+            "--lrs",
+            "1e-2",
+            "--max-epochs",
+            "3",
+            "--window-seconds",
+            "0",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "ROC-AUC / mAP" in printed and "Micro-F1 / Macro-F1" in printed
+    saved = load_results(out)
+    assert saved["tasks"]["generic"]["selected"]["probe"] == "linear"
+    assert saved["config"]["window_seconds"] is None
+
+
+def test_cli_rejects_an_unknown_task(tiny_encoder_dir, data_root, capsys):
+    code = main(
+        [
+            "evaluate",
+            str(tiny_encoder_dir),
+            "--tasks",
+            "generic,nope",
+            "--data-root",
+            str(data_root),
+        ]
+    )
+    assert code == 2
+    assert "'nope'" in capsys.readouterr().err

@@ -1,0 +1,171 @@
+"""Batched probes against probes built and trained one by one with torch.nn and torch.optim."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from culturemert.embedding import LayerWeighting
+from culturemert.evaluate.probes import (
+    WEIGHTED,
+    ProbeSettings,
+    ProbeSpec,
+    WindowData,
+    init_params,
+    macro_roc_auc,
+    train_probes,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: a second intra-op thread only waits for a busy core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def window_data(rng, tracks: int, windows_per_track: int, layers=3, dims=8, tags=4, signal=1.0):
+    """Features where layer 1 carries the labels (plus noise); several windows per track."""
+    labels = (rng.random((tracks, tags)) < 0.4).astype(np.float32)
+    labels[0], labels[1] = 1.0, 0.0  # every tag has both classes
+    track_index = np.repeat(np.arange(tracks), windows_per_track)
+    features = rng.standard_normal((len(track_index), layers, dims)).astype(np.float32)
+    features[:, 1, :tags] += signal * labels[track_index]
+    return WindowData(features.astype(np.float16), track_index, labels)
+
+
+def sklearn_macro_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    kept = [j for j in range(labels.shape[1]) if 0 < labels[:, j].sum() < len(labels)]
+    return float(np.mean([roc_auc_score(labels[:, j], scores[:, j]) for j in kept]))
+
+
+def reference_run(spec, params, row, train, valid, settings, layers):
+    """One probe trained alone: nn.Linear layers, torch.optim.Adam, sklearn validation AUC."""
+    mlp = torch.nn.Sequential(
+        torch.nn.Linear(params["w1"].shape[1], settings.hidden),
+        torch.nn.ReLU(),
+        torch.nn.Linear(settings.hidden, params["w2"].shape[2]),
+    )
+    weighting = LayerWeighting(layers)
+    with torch.no_grad():
+        mlp[0].weight.copy_(params["w1"][row].T)
+        mlp[0].bias.copy_(params["b1"][row, 0])
+        mlp[2].weight.copy_(params["w2"][row].T)
+        mlp[2].bias.copy_(params["b2"][row, 0])
+
+    def logits(x):
+        x = weighting(x) if spec.layer == WEIGHTED else x[:, spec.layer]
+        return mlp(x)
+
+    modules = torch.nn.ModuleList([mlp, weighting])
+    optimizer = torch.optim.Adam(modules.parameters(), lr=spec.lr)
+    x_train = torch.from_numpy(train.features.astype(np.float32))
+    y_train = torch.from_numpy(train.labels[train.track_index])
+    x_valid = torch.from_numpy(valid.features.astype(np.float32))
+    generator = torch.Generator().manual_seed(spec.seed)
+    history, best = [], None
+    for _ in range(settings.max_epochs):
+        order = torch.randperm(len(x_train), generator=generator)
+        for start in range(0, len(order), settings.batch_size):
+            idx = order[start : start + settings.batch_size]
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits(x_train[idx]), y_train[idx]
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            window_logits = logits(x_valid).numpy()
+        per_track = np.stack(
+            [window_logits[valid.track_index == t].mean(0) for t in range(len(valid.labels))]
+        )
+        history.append(sklearn_macro_auc(valid.labels, per_track))
+        if history[-1] == max(history):
+            best = (copy.deepcopy(modules), 1 / (1 + np.exp(-per_track)))
+    return np.array(history), best[1]
+
+
+def test_batched_probes_match_probes_trained_one_by_one():
+    rng = np.random.default_rng(0)
+    train = window_data(rng, tracks=60, windows_per_track=2, signal=2.0)
+    valid = window_data(rng, tracks=30, windows_per_track=3, signal=2.0)
+    settings = ProbeSettings(hidden=16, dropout=0.0, batch_size=32, max_epochs=5, patience=100)
+    specs = [
+        ProbeSpec(1, 1e-2, seed=3),
+        ProbeSpec(WEIGHTED, 3e-3, seed=3),
+        ProbeSpec(0, 5e-3, seed=7),
+    ]
+    run = train_probes(specs, train, valid, settings, progress=False)
+    initial = init_params(specs, 3, 8, 4, settings)
+    predictions = run.predict(valid)
+    for row, spec in enumerate(specs):
+        history, best_probabilities = reference_run(spec, initial, row, train, valid, settings, 3)
+        np.testing.assert_allclose(run.history[row], history, atol=1e-5)
+        assert run.best_epoch[row] == int(np.argmax(history))
+        np.testing.assert_allclose(predictions[row], best_probabilities, atol=1e-5)
+    assert run.best_score[0] > 0.8  # the probe on the informative layer learned something
+
+
+def test_linear_probe_is_a_single_affine_map():
+    rng = np.random.default_rng(1)
+    train = window_data(rng, tracks=40, windows_per_track=1)
+    settings = ProbeSettings(kind="linear", max_epochs=1)
+    run = train_probes([ProbeSpec(2, 1e-3)], train, train, settings, progress=False)
+    x = train.features[:, 2].astype(np.float32)
+    expected = x @ run.params["w1"][0].numpy() + run.params["b1"][0].numpy()
+    np.testing.assert_allclose(run.predict(train)[0], 1 / (1 + np.exp(-expected)), atol=1e-5)
+
+
+def test_batched_roc_auc_equals_scikit_learn_with_ties_and_one_class_tags():
+    rng = np.random.default_rng(2)
+    labels = (rng.random((50, 6)) < 0.3).astype(np.float32)
+    labels[:, 4] = 0.0  # no positive: left out
+    labels[:, 5] = 1.0  # no negative: left out
+    labels[0, :4], labels[1, :4] = 1.0, 0.0
+    scores = np.round(rng.random((3, 50, 6)), 1)  # coarse values: many ties
+    got = macro_roc_auc(torch.from_numpy(scores), torch.from_numpy(labels)).numpy()
+    expected = [np.mean([roc_auc_score(labels[:, j], s[:, j]) for j in range(4)]) for s in scores]
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_early_stopping_keeps_each_probes_best_epoch():
+    rng = np.random.default_rng(3)
+    # Only layer 1 is informative: layer-0 probes peak at once and stop, weighted ones later.
+    train = window_data(rng, tracks=40, windows_per_track=1, dims=32)
+    valid = window_data(rng, tracks=40, windows_per_track=2, dims=32)
+    settings = ProbeSettings(hidden=32, batch_size=16, max_epochs=25, patience=3)
+    specs = [
+        ProbeSpec(layer, lr, seed)
+        for layer in (0, WEIGHTED)
+        for lr in (1e-2, 1e-3)
+        for seed in (0, 1)
+    ]
+    run = train_probes(specs, train, valid, settings, progress=False)
+    predictions = run.predict(valid)
+    stopped_early = 0
+    for row in range(len(specs)):
+        history = run.history[row]
+        ran = int(np.sum(~np.isnan(history)))
+        assert run.best_epoch[row] == int(np.nanargmax(history))
+        assert ran == min(run.best_epoch[row] + settings.patience + 1, settings.max_epochs)
+        # The weights returned are those of the best epoch, not the last one.
+        restored = sklearn_macro_auc(valid.labels, predictions[row])
+        assert restored == pytest.approx(np.nanmax(history), abs=1e-6)
+        stopped_early += ran < settings.max_epochs and history[ran - 1] < np.nanmax(history)
+    assert stopped_early >= 2
+
+
+def test_bad_input_is_reported():
+    rng = np.random.default_rng(4)
+    data = window_data(rng, tracks=10, windows_per_track=1)
+    with pytest.raises(ValueError, match="out of range"):
+        train_probes([ProbeSpec(5, 1e-3)], data, data, progress=False)
+    constant = WindowData(data.features, data.track_index, np.zeros_like(data.labels))
+    with pytest.raises(ValueError, match="validation split"):
+        train_probes([ProbeSpec(0, 1e-3)], data, constant, progress=False)
