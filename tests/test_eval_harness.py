@@ -162,3 +162,31 @@ def test_cli_rejects_an_unknown_task(tiny_encoder_dir, data_root, capsys):
     )
     assert code == 2
     assert "'nope'" in capsys.readouterr().err
+
+
+def test_evaluation_config_from_yaml_scores_like_the_dataclass(
+    tiny_encoder_dir, data_root, tmp_path
+):
+    from culturemert.evaluate.harness import load_evaluation_config, validation_scorer
+
+    config_file = tmp_path / "eval.yaml"
+    config_file.write_text(
+        f"tasks: generic\ndata_root: {data_root}\nwindow_seconds: 0.25\n"
+        f"cache_dir: {tmp_path / 'cache'}\n"
+        "selection:\n  learning_rates: [0.003, 0.03]\n  seeds: 2\n"
+        "  probe: {hidden: 16, batch_size: 8, max_epochs: 8, patience: 3}\n"
+    )
+    by_hand = EvaluationConfig(
+        tasks=("generic",),
+        data_root=str(data_root),
+        window_seconds=0.25,
+        cache_dir=str(tmp_path / "cache"),
+        selection=SMALL,
+    )
+    assert load_evaluation_config(config_file) == by_hand
+    assert validation_scorer(config_file)(tiny_encoder_dir) == pytest.approx(
+        validation_score(tiny_encoder_dir, by_hand)
+    )
+    config_file.write_text("tasks: generic\nwindow_secs: 3\n")
+    with pytest.raises(ValueError, match="window_secs"):
+        load_evaluation_config(config_file)

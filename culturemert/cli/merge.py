@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
@@ -70,8 +71,9 @@ def add_parser(subparsers) -> None:
         "--select-on",
         dest="select_on",
         metavar="SCORER",
-        help="scorer for --sweep: module:function taking the merged directory and returning "
-        "a float, or module:factory=ARG where factory(ARG) returns such a function",
+        help="scorer for --sweep: an evaluation config (YAML: tasks, data_root, ...; scores "
+        "validation ROC-AUC), module:function taking the merged directory and returning a "
+        "float, or module:factory=ARG where factory(ARG) returns such a function",
     )
     parser.add_argument("--metric", default="score", help="name of the score in the table")
     parser.add_argument("--minimize", action="store_true", help="lower scores are better")
@@ -126,10 +128,16 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if not args.select_on:
             raise MergeInputError("--sweep needs --select-on to score each merge")
+        if Path(args.select_on).suffix in (".yaml", ".yml"):
+            from culturemert.evaluate.harness import validation_scorer
+
+            scorer = validation_scorer(args.select_on)
+        else:
+            scorer = resolve_scorer(args.select_on)
         result = sweep_lambda(
             recipe,
             parse_grid(args.sweep),
-            resolve_scorer(args.select_on),
+            scorer,
             args.out,
             metric=args.metric,
             maximize=not args.minimize,

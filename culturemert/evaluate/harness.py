@@ -174,6 +174,43 @@ def evaluate_encoder(
     return results
 
 
+def load_evaluation_config(path: str | os.PathLike) -> EvaluationConfig:
+    """An :class:`EvaluationConfig` from YAML (``tasks``, ``data_root``, ``selection.probe`` ...)."""
+    import yaml
+
+    from culturemert.evaluate.probes import ProbeSettings
+
+    path = Path(path)
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of evaluation settings")
+    try:
+        selection = dict(raw.pop("selection", None) or {})
+        probe = ProbeSettings(**(selection.pop("probe", None) or {}))
+        for key in ("kinds", "learning_rates", "layers"):
+            if selection.get(key) is not None:
+                selection[key] = tuple(selection[key])
+        tasks = raw.pop("tasks", ())
+        tasks = tuple(tasks.split(",") if isinstance(tasks, str) else tasks)
+        data_root = raw.pop("data_root", None)
+        if data_root is not None:  # relative to the config file, like a manifest's paths
+            data_root = str(path.parent / Path(data_root).expanduser())
+        return EvaluationConfig(
+            tasks=tasks,
+            data_root=data_root,
+            selection=SelectionConfig(**selection, probe=probe),
+            **raw,
+        )
+    except TypeError as error:  # an unknown or misspelt key
+        raise ValueError(f"{path}: {error}") from None
+
+
+def validation_scorer(config_path: str | os.PathLike) -> Callable[[str | os.PathLike], float]:
+    """A merge-sweep scorer: ``model_dir -> validation_score(model_dir, config from YAML)``."""
+    config = load_evaluation_config(config_path)
+    return lambda model_dir: validation_score(model_dir, config)
+
+
 def validation_score(
     model_dir: str | os.PathLike | torch.nn.Module, eval_config: EvaluationConfig
 ) -> float:
