@@ -1,21 +1,93 @@
-"""The README's demo command runs end to end offline on the shared recordings."""
+"""The demo: the shipped recipe declares the whole experiment; the command runs a pipeline,
+prints its report and the report's path, and re-uses what it already computed."""
 
 from __future__ import annotations
 
-import numpy as np
+import json
+from pathlib import Path
 
+import culturemert
+from culturemert import demo
 from culturemert.cli import main
+from culturemert.pipeline.runner import check_settings
+from culturemert.pipeline.steps import STEP_KINDS
+
+OTHERS = ["makam", "hindustani", "carnatic", "greek-folk"]
 
 
-def test_demo_embeds_shared_recordings(shared_data, tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--audio", str(shared_data / "audio")]) == 0
+def test_shipped_recipe_declares_the_whole_experiment():
+    recipe = demo.demo_recipe()
+    assert recipe.is_file()
+    assert recipe.parent == Path(culturemert.__file__).parent / "recipes"  # package data
+    pipeline = demo.load_demo()
+    check_settings(pipeline, STEP_KINDS)
+    steps = pipeline.by_name
+    by_kind = {kind: [s for s in pipeline.steps if s.kind == kind] for kind in STEP_KINDS}
+
+    assert steps["corpus"].config["traditions"] == ["western", *OTHERS]
+    assert steps["teacher"].config["fit_on"] == "@corpus/train-western.jsonl"
+    architecture = steps["init"].config["architecture"]
+    assert architecture["hidden_size"] <= 128 and 2 <= architecture["num_hidden_layers"] <= 4
+
+    # 1. The base: the k-means teacher's codes and the CQT target, Western-like music only.
+    base = steps["base"].config
+    assert base["init"] == "@init" and base["targets"] == "@teacher"
+    assert base["objective"].get("use_cqt", True)
+    assert [s["mixture"]["traditions"] for s in base["stages"]] == [["western"]]
+
+    # 2. Two-stage CPT from the base: the other four together (with Western replay in stage 1)
+    # and each alone.
+    multi = steps["multi"].config["stages"]
+    assert [s["mixture"]["traditions"] for s in multi] == [OTHERS, OTHERS]
+    assert multi[0]["mixture"]["replay"] > 0 and multi[1]["trainable"] == ["all"]
+    assert steps["multi"].config["data"]["replay_manifest"] == "@corpus/train-western.jsonl"
+    singles = [f"only-{t}" for t in OTHERS]
+    for tradition, name in zip(OTHERS, singles, strict=True):
+        config = steps[name].config
+        assert config["init"] == "@base"
+        assert [s["mixture"]["traditions"] for s in config["stages"]] == [[tradition]] * 2
+
+    # 3. Task arithmetic of the single-tradition encoders, λ swept on validation.
+    merged = steps["merged"].config
+    assert merged["method"] == "task_arithmetic" and merged["base"] == "@base"
+    assert merged["models"] == [f"@{name}" for name in singles]
+    assert len(merged["lambdas"]) >= 3
+    assert set(merged["validate_on"]) == {f"synth-{t}" for t in ["western", *OTHERS]}
+
+    # 4. Every encoder probed on every tradition's task; 5. one report over all of them.
+    evaluated = {s.config["encoder"] for s in by_kind["evaluate"]}
+    assert evaluated == {"@init", "@base", "@multi", "@merged", *(f"@{n}" for n in singles)}
+    for step in by_kind["evaluate"]:
+        assert step.config["tasks"] == merged["validate_on"]
+    report = steps["report"].config
+    assert set(report["results"]) == {f"@{s.name}" for s in by_kind["evaluate"]}
+    assert report["sweep"] == "@merged" and report["limits"]
+
+
+def fake_results(path: Path) -> Path:
+    """A results file of one model on one task, as ``culturemert evaluate`` writes it."""
+    metrics = {m: {"mean": 0.5, "std": 0.01} for m in ("roc_auc", "map", "micro_f1", "macro_f1")}
+    results = {"model": "tiny", "tasks": {"synth-western": {"metrics": metrics}}}
+    path.write_text(json.dumps(results))
+    return path
+
+
+def test_demo_command_prints_the_report_and_reuses_its_outputs(tmp_path, monkeypatch, capsys):
+    recipe = tmp_path / "demo.yaml"
+    results = fake_results(tmp_path / "results.json")
+    recipe.write_text(
+        f"steps:\n  report: {{kind: report, title: Tiny, results: [{results}], limits: [Few.]}}\n"
+    )
+    monkeypatch.setattr(demo, "demo_recipe", lambda: recipe)
+    out = tmp_path / "run"
+    assert main(["demo", "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert "13 embedded now, 0 reused, 0 failed" in printed
-    # 45.8 s of Brahms in 5 s windows: 9 full windows and a 0.8 s tail.
-    brahms = np.load(out / "features" / "features" / "hungarian_dance_number_5.hq.npy")
-    assert brahms.shape == (5, 10, 128)
-    png = (out / "similarity.png").read_bytes()
-    assert png.startswith(b"\x89PNG") and len(png) > 10_000
-    assert main(["demo", "--out", str(out), "--audio", str(shared_data / "audio")]) == 0
-    assert "0 embedded now, 13 reused" in capsys.readouterr().out
+    page = out / "report" / "report.html"
+    assert printed.rstrip().endswith(f"report: {page}")
+    assert "| tiny | 50.0 ± 1.0 / 50.0 ± 1.0 | 50.0 |" in printed  # the report's first table
+    assert page.read_text().count("<table>") == 3  # two metric tables and the change table
+
+    assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    assert "report                 report     cached" in capsys.readouterr().out
+    assert main(["demo", "--out", str(out), "--quiet", "--seed", "7"]) == 0
+    assert "report                 report     ran" in capsys.readouterr().out

@@ -14,7 +14,7 @@ import sys
 
 from culturemert import __version__
 
-COMMANDS = ["extract", "demo", "report", "targets", "synth", "pretrain", "merge", "evaluate"]
+COMMANDS = ["extract", "demo", "report", "targets", "synth", "pretrain", "merge", "evaluate", "run"]
 
 
 def build_parser() -> argparse.ArgumentParser:

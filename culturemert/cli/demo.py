@@ -1,4 +1,4 @@
-"""``culturemert demo``: the offline end-to-end run shown in the README."""
+"""``culturemert demo``: the CultureMERT experiment in miniature, offline on a CPU."""
 
 from __future__ import annotations
 
@@ -11,31 +11,40 @@ def add_parser(subparsers) -> None:
     """Register the ``demo`` subcommand."""
     parser = subparsers.add_parser(
         "demo",
-        help="run the offline demo (no download, CPU)",
-        description="Build a small seeded encoder in MERT's checkpoint layout, embed the shared "
-        "recordings with it (all layers, 5 s windows), and plot per-layer track similarity.",
+        help="run the CultureMERT experiment in miniature (synthetic music, CPU, no download)",
+        description="Run the shipped demo pipeline: a tiny encoder pre-trained on Western-like "
+        "synthetic music; two-stage continual pre-training on four other synthetic traditions "
+        "together and on each alone; a task-arithmetic merge with λ chosen on validation; "
+        "probing of every encoder on every tradition's tags; an HTML report. Outputs are cached "
+        "in OUT, so a second run only redoes what changed.",
     )
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory")
-    parser.add_argument("--audio", type=Path, default=None, help="folder of recordings")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
+    parser.add_argument("--seed", type=int, default=None, help="pipeline seed (default: 0)")
+    parser.add_argument(
+        "--force", action="append", default=[], metavar="STEP", help="redo STEP and its dependants"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the demo and print its table and figure path."""
-    from culturemert.demo import find_shared_audio, run_demo
+    """Run the demo; print what ran, the headline tables and the report's path."""
+    from culturemert.cli.run import print_outcomes
+    from culturemert.demo import run_demo
+    from culturemert.pipeline import PipelineError, StepError
 
-    audio = args.audio or find_shared_audio()
-    if audio is None:
-        print("no recordings found: pass --audio DIR (a folder of audio files)", file=sys.stderr)
-        return 2
-    result = run_demo(args.out, audio, seed=args.seed)
-    print(f"\n{'track':<36} {'format':<6} {'windows':>7} {'‖features‖':>11}")
-    for track, fmt, windows, norm in result["rows"]:
-        print(f"{track:<36} {fmt:<6} {windows:>7} {norm:>11.2f}")
-    report = result["report"]
-    print(
-        f"\n{report.done} embedded now, {report.skipped} reused, {len(report.failures)} failed; "
-        f"encoder: {result['encoder']}\nfigure: {result['figure']}"
-    )
-    return 1 if report.failures else 0
+    try:
+        outcomes, report = run_demo(
+            args.out, seed=args.seed, force=args.force, progress=not args.quiet
+        )
+    except (PipelineError, StepError) as error:
+        print(f"culturemert demo: {error}", file=sys.stderr)
+        return 1
+    print_outcomes(outcomes)
+    # The headline tables; the Markdown and HTML reports hold everything else.
+    sections = report.with_name("report.md").read_text(encoding="utf-8").split("\n### ")
+    for section in sections[1:]:
+        if section.startswith(("ROC-AUC", "λ sweep")):
+            print(f"\n{section.strip()}")
+    print(f"\nreport: {report}")
+    return 0

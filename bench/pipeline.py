@@ -1,0 +1,77 @@
+"""Benchmark: a cold pipeline run against re-runs that find their steps cached.
+
+The shipped demo pipeline, shrunk (10 clips of 2 s per tradition, 2 updates per stage, 2 λ,
+one probe seed), is run three times in one folder: cold (the baseline: every step runs), again
+unchanged (every step cached), and once more after changing only the report's title (one step
+runs). ``--full`` runs the demo as shipped instead.
+
+    .venv/bin/python bench/pipeline.py [--full] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+from common import machine_line
+
+from culturemert.demo import demo_recipe
+from culturemert.pipeline import pipeline_from_dict, run_pipeline
+from culturemert.pipeline.steps import STEP_KINDS
+
+
+def shrink(raw: dict) -> dict:
+    """The demo's steps with seconds of audio, two updates per stage and a quick protocol."""
+    for step in raw["steps"].values():
+        if step["kind"] == "synth":
+            step.update(clips_per_tradition=10, clip_seconds=2.0, splits=[0.4, 0.3, 0.3])
+        if step["kind"] == "pretrain":
+            for stage in step["stages"]:
+                stage.update(steps=2, crop_seconds=1.0, batch_seconds=2.0)
+                stage["schedule"].update(warmup_steps=1)
+        if step["kind"] == "merge":
+            step["lambdas"] = [0.2, 1.0]
+        if "protocol" in step:
+            step["protocol"] = {**step["protocol"], "seeds": 1, "max_epochs": 5}
+    return raw
+
+
+def timed_run(raw: dict, out: Path) -> tuple[float, int]:
+    """Wall seconds of one run and how many steps actually ran."""
+    pipeline = pipeline_from_dict(raw, set(STEP_KINDS))
+    start = time.perf_counter()
+    outcomes = run_pipeline(pipeline, out, STEP_KINDS, progress=False, log=lambda m: None)
+    return time.perf_counter() - start, sum(o.status == "ran" for o in outcomes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="the demo as shipped, not shrunk")
+    parser.add_argument("--keep", type=Path, help="run folder to keep (default: a temporary one)")
+    args = parser.parse_args()
+    raw = yaml.safe_load(demo_recipe().read_text())
+    if not args.full:
+        raw = shrink(raw)
+    print(machine_line())
+    with tempfile.TemporaryDirectory() as scratch:
+        out = args.keep or Path(scratch) / "run"
+        cold, ran_cold = timed_run(raw, out)
+        cached, ran_cached = timed_run(raw, out)
+        raw["steps"]["report"]["title"] += " (retitled)"
+        one, ran_one = timed_run(raw, out)
+    steps = len(raw["steps"])
+    print(f"{'run':<28} {'steps run':>10} {'seconds':>9} {'× cold':>8}")
+    for name, seconds, ran in (
+        ("cold (baseline)", cold, ran_cold),
+        ("re-run, all cached", cached, ran_cached),
+        ("re-run, report retitled", one, ran_one),
+    ):
+        print(f"{name:<28} {f'{ran}/{steps}':>10} {seconds:>9.3f} {seconds / cold:>8.4f}")
+    print(f"cold / cached: {cold / cached:.0f}×")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""Running a pipeline: each step's output cached under the run folder, keyed by its inputs.
+
+A step's key is the sha256 of its kind, its settings, the keys of the steps it reads, the
+pipeline seed and thread count, and the library version, so it is known before anything runs and changes
+exactly when something the step depends on changes. ``RUN/<step>/step.json`` records the key
+of the output in ``RUN/<step>/``; a step whose recorded key matches is not run again. A step
+runs in a temporary folder that replaces its old output only once it has succeeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from culturemert import __version__
+from culturemert.model.checkpoint import replace_directory
+from culturemert.pipeline.spec import Pipeline, PipelineError, StepSpec, resolve_references
+
+RECORD = "step.json"
+LOG_DIR = "logs"
+
+
+class StepError(RuntimeError):
+    """A step that failed; the message names it and says why."""
+
+    def __init__(self, step: str, message: str):
+        super().__init__(message)
+        self.step = step
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a step gets besides its settings: where to write, its seed, shared caches."""
+
+    name: str
+    out: Path  # an empty folder that becomes RUN/<name> when the step succeeds
+    seed: int
+    cache: Path  # content-addressed caches shared by the run's steps (e.g. encoder features)
+    progress: bool
+
+
+@dataclass(frozen=True)
+class StepKind:
+    """A kind of step: a dataclass of its settings, and the function that runs it.
+
+    ``run(settings, context)`` writes into ``context.out`` and returns its main product (a path
+    inside ``context.out``, or ``context.out`` itself), which ``@step`` references resolve to.
+    """
+
+    settings: type
+    run: Callable[[Any, StepContext], Path]
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What happened to one step in a run."""
+
+    name: str
+    kind: str
+    status: str  # "ran" or "cached"
+    seconds: float
+    product: Path
+
+
+def step_seed(seed: int, name: str) -> int:
+    """The step's own seed: independent of the other steps, fixed by the pipeline seed."""
+    digest = hashlib.sha256(f"{seed}\0{name}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def step_keys(pipeline: Pipeline) -> dict[str, str]:
+    """Every step's cache key, from its settings and its inputs' keys."""
+    keys: dict[str, str] = {}
+    for step in pipeline.steps:
+        payload = {
+            "kind": step.kind,
+            "settings": step.config,
+            "inputs": {name: keys[name] for name in step.needs},
+            "seed": pipeline.seed,
+            "threads": pipeline.threads,  # float sums can differ with the thread count
+            "version": __version__,
+        }
+        text = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
+        keys[step.name] = hashlib.sha256(text.encode()).hexdigest()
+    return keys
+
+
+def check_settings(pipeline: Pipeline, kinds: dict[str, StepKind]) -> None:
+    """Build every step's settings before anything runs, so a typo fails at once."""
+    for step in pipeline.steps:
+        build_settings(step, step.config, kinds[step.kind])
+
+
+def build_settings(step: StepSpec, config: dict[str, Any], kind: StepKind) -> Any:
+    """The step's settings dataclass; errors name the step and the field."""
+    known = [f.name for f in fields(kind.settings)]
+    unknown = sorted(set(config) - set(known))
+    where = f"steps.{step.name}"
+    if unknown:
+        raise PipelineError(
+            f"{where}.{unknown[0]}: unknown setting of a {step.kind} step "
+            f"(known: {', '.join(known)})"
+        )
+    try:
+        return kind.settings(**config)
+    except (TypeError, ValueError) as error:
+        raise PipelineError(f"{where}: {error}") from None
+
+
+def read_record(folder: Path) -> dict | None:
+    """A finished step's record, or None when the folder holds none (or an unreadable one)."""
+    try:
+        return json.loads((folder / RECORD).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def run_pipeline(
+    pipeline: Pipeline,
+    run_dir: str | os.PathLike,
+    kinds: dict[str, StepKind],
+    *,
+    force: Iterable[str] = (),
+    progress: bool = True,
+    log: Callable[[str], None] = tqdm.write,
+) -> list[StepOutcome]:
+    """Run the steps whose outputs are missing or out of date; ``force`` redoes the named steps
+    and every step that reads from them. Raises :class:`StepError` naming a failing step."""
+    run_dir = Path(run_dir)
+    force = set(force)
+    unknown = sorted(force - set(pipeline.by_name))
+    if unknown:
+        raise PipelineError(
+            f"--force {unknown[0]}: no such step (steps: {', '.join(pipeline.by_name)})"
+        )
+    check_settings(pipeline, kinds)
+    forced = pipeline.dependants(force)
+    keys = step_keys(pipeline)
+    outputs = {step.name: run_dir / step.name for step in pipeline.steps}
+    products: dict[str, Path] = {}
+    outcomes = []
+    bar = tqdm(total=len(pipeline.steps), desc="pipeline", unit="step", disable=not progress)
+    try:
+        for number, step in enumerate(pipeline.steps, 1):
+            bar.set_postfix_str(step.name)
+            record = read_record(outputs[step.name])
+            where = f"[{number}/{len(pipeline.steps)}] {step.name} ({step.kind})"
+            if record and record.get("key") == keys[step.name] and step.name not in forced:
+                status, seconds = "cached", 0.0
+                log(f"{where}: up to date")
+            else:
+                log(f"{where}: running")
+                seconds = _execute(
+                    pipeline, step, kinds[step.kind], keys[step.name], run_dir, products, progress
+                )
+                status, record = "ran", read_record(outputs[step.name])
+                log(f"{where}: done in {seconds:.1f} s")
+            products[step.name] = outputs[step.name] / record["product"]
+            outcomes.append(StepOutcome(step.name, step.kind, status, seconds, products[step.name]))
+            bar.update()
+    finally:
+        bar.close()
+    return outcomes
+
+
+def _execute(
+    pipeline: Pipeline,
+    step: StepSpec,
+    kind: StepKind,
+    key: str,
+    run_dir: Path,
+    products: dict[str, Path],
+    progress: bool,
+) -> float:
+    """Run one step in a staging folder and move it into place; return its duration."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{step.name}.", suffix=".partial", dir=run_dir))
+    staging.chmod(0o755)  # mkdtemp makes private folders; step outputs are ordinary files
+    outputs = {name: run_dir / name for name in (*step.needs, step.name)}
+    trace = run_dir / LOG_DIR / f"{step.name}.traceback.txt"
+    seed = step_seed(pipeline.seed, step.name)
+    context = StepContext(step.name, staging, seed, run_dir / ".cache", progress)
+    started = time.perf_counter()
+    try:
+        config = resolve_references(step.config, products, outputs)
+        settings = build_settings(step, config, kind)
+        with _reproducible(seed, pipeline.threads):
+            product = Path(kind.run(settings, context)).resolve()
+        if not product.is_relative_to(staging.resolve()):
+            raise ValueError(f"the step's product {product} is not inside its output folder")
+        relative = product.relative_to(staging.resolve())
+        seconds = time.perf_counter() - started
+        record = {
+            "step": step.name,
+            "kind": step.kind,
+            "key": key,
+            "product": relative.as_posix(),
+            "settings": step.config,
+            "inputs": {name: str(outputs[name]) for name in step.needs},
+            "seconds": round(seconds, 3),
+            "culturemert_version": __version__,
+        }
+        (staging / RECORD).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+        replace_directory(staging, outputs[step.name])
+    except BaseException as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, (KeyboardInterrupt, SystemExit)):
+            raise
+        trace.parent.mkdir(parents=True, exist_ok=True)
+        trace.write_text("".join(traceback.format_exception(error)))
+        raise StepError(
+            step.name,
+            f"step {step.name!r} ({step.kind}) failed: {type(error).__name__}: {error}\n"
+            f"(traceback in {trace}; earlier steps' outputs are kept, so a re-run resumes here)",
+        ) from error
+    trace.unlink(missing_ok=True)
+    return seconds
+
+
+@contextmanager
+def _reproducible(seed: int, threads: int | None) -> Iterator[None]:
+    """For the step's duration: seed every global generator it might draw from (Python, NumPy,
+    torch), ask torch for deterministic kernels (warning where it has none), and use
+    ``threads`` torch threads."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.get_num_threads(),
+    )
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_num_threads(threads or before[2])
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.set_num_threads(before[2])

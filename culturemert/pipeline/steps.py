@@ -1,0 +1,307 @@
+"""The kinds of pipeline step: thin adapters from a step's settings to the library's functions.
+
+Each settings dataclass is what a step of that kind accepts in the pipeline file; paths in it
+are usually ``@step`` references. Each function writes into ``context.out`` and returns the
+step's main product.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from culturemert.pipeline.report import ReportSettings, run_report
+from culturemert.pipeline.runner import StepContext, StepKind
+
+
+@dataclass
+class SynthSettings:
+    """A synthetic corpus; besides the synth manifests, ``train.jsonl`` and
+    ``train-<tradition>.jsonl`` list the training split (what pre-training may hear)."""
+
+    traditions: list[str] = field(
+        default_factory=lambda: ["western", "makam", "hindustani", "carnatic", "greek-folk"]
+    )
+    clips_per_tradition: int = 20
+    clip_seconds: float = 5.0
+    splits: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
+    audio_format: str = "flac"
+
+
+def run_synth(settings: SynthSettings, context: StepContext) -> Path:
+    """Write the corpus and its training-split manifests; the product is the corpus folder."""
+    from culturemert.manifest import read_manifest, write_manifest
+    from culturemert.synth import write_corpus
+
+    manifests = write_corpus(
+        context.out,
+        settings.traditions,
+        clips_per_tradition=settings.clips_per_tradition,
+        seed=context.seed,
+        clip_seconds=settings.clip_seconds,
+        splits=settings.splits,
+        audio_format=settings.audio_format,
+        progress=context.progress,
+    )
+    train = [t for t in read_manifest(manifests["all"]) if t.split == "train"]
+    write_manifest(context.out / "train.jsonl", train)
+    for tradition in settings.traditions:
+        chosen = [t for t in train if t.tradition == tradition]
+        write_manifest(context.out / f"train-{tradition}.jsonl", chosen)
+    return context.out
+
+
+@dataclass
+class TargetsSettings:
+    """A k-means teacher fitted on ``fit_on``'s audio, and its codes for every track of
+    ``manifest``."""
+
+    manifest: str
+    fit_on: str
+    codebooks: list[str]
+    max_frames: int = 20_000
+
+
+def run_targets(settings: TargetsSettings, context: StepContext) -> Path:
+    """Fit the teacher, label the manifest; the product is the target folder."""
+    from culturemert.manifest import read_manifest
+    from culturemert.teachers.targets import compute_targets, fit_kmeans_on_tracks
+
+    fit_on = Path(settings.fit_on)
+    teacher = fit_kmeans_on_tracks(
+        read_manifest(fit_on),
+        fit_on.parent,
+        settings.codebooks,
+        max_frames=settings.max_frames,
+        seed=context.seed,
+        progress=context.progress,
+    )
+    teacher.save(context.out / "teacher.safetensors")
+    manifest = Path(settings.manifest)
+    out = context.out / "targets"
+    summary = compute_targets(
+        teacher, read_manifest(manifest), manifest.parent, out, progress=context.progress
+    )
+    if summary.failed:
+        track, reason = next(iter(summary.failed.items()))
+        raise ValueError(f"{len(summary.failed)} tracks could not be read, e.g. {track}: {reason}")
+    return out
+
+
+@dataclass
+class EncoderSettings:
+    """A randomly initialised encoder of MERT's layout (``mert_config_dict`` arguments)."""
+
+    architecture: dict[str, Any] = field(default_factory=dict)
+
+
+def run_encoder(settings: EncoderSettings, context: StepContext) -> Path:
+    """Build and save the seeded encoder; the product is its Hugging Face-layout folder."""
+    import torch
+    from transformers import HubertModel
+
+    from culturemert.model import hubert_config_from_dict, mert_config_dict, save_encoder
+
+    architecture = {
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in settings.architecture.items()
+    }
+    torch.manual_seed(context.seed)
+    model = HubertModel(hubert_config_from_dict(mert_config_dict(**architecture)))
+    return save_encoder(model, context.out / "encoder")
+
+
+@dataclass
+class PretrainSettings:
+    """A pre-training recipe (see ``culturemert pretrain``) whose teacher comes from a targets
+    step: its hash and codebook sizes are read from the target folder."""
+
+    init: str
+    targets: str
+    data: dict[str, Any]
+    stages: list[dict[str, Any]]
+    objective: dict[str, Any] = field(default_factory=dict)
+    engine: dict[str, Any] = field(default_factory=lambda: {"accelerator": "cpu"})
+    checkpoint_every: int = 1_000_000  # the end of each stage is always checkpointed
+    log_every: int = 1
+
+
+def run_pretrain(settings: PretrainSettings, context: StepContext) -> Path:
+    """Train every stage; the product is the last stage's exported encoder."""
+    from culturemert.pretrain.loop import train
+    from culturemert.pretrain.recipe import recipe_from_dict
+
+    index = json.loads((Path(settings.targets) / "index.json").read_text())
+    raw = {
+        "init": settings.init,
+        "teacher": {"targets": settings.targets, "hash": index["teacher_hash"]},
+        "objective": {"codebook_sizes": index["codebook_sizes"], **settings.objective},
+        "data": settings.data,
+        "stages": settings.stages,
+        "engine": settings.engine,
+        "seed": context.seed,
+        "checkpoint_every": settings.checkpoint_every,
+        "log_every": settings.log_every,
+    }
+    exported = train(recipe_from_dict(raw, where=f"steps.{context.name}"), context.out)
+    return exported[-1]
+
+
+@dataclass
+class ProbeProtocol:
+    """How encoders are probed: a small version of the evaluation protocol."""
+
+    window_seconds: float | None = None  # None: each clip embedded whole
+    probes: list[str] = field(default_factory=lambda: ["linear"])
+    learning_rates: list[float] = field(default_factory=lambda: [1e-3])
+    seeds: int = 2
+    layers: list[int] | None = None  # None: every layer and the learned weighting
+    hidden: int = 128
+    max_epochs: int = 50
+    patience: int = 5
+
+
+def probe_protocol(protocol: dict[str, Any]) -> ProbeProtocol:
+    """The protocol of a step's ``protocol`` mapping; unknown keys name the setting."""
+    try:
+        return ProbeProtocol(**protocol)
+    except TypeError as error:
+        raise ValueError(f"protocol: {error}") from None
+
+
+def evaluation_config(protocol: dict[str, Any], context: StepContext):
+    """The :class:`EvaluationConfig` of a protocol, its features cached in the run folder."""
+    from culturemert.evaluate.harness import EvaluationConfig
+    from culturemert.evaluate.selection import SelectionConfig
+
+    chosen = probe_protocol(protocol)
+    selection = SelectionConfig(
+        kinds=tuple(chosen.probes),
+        learning_rates=tuple(chosen.learning_rates),
+        seeds=chosen.seeds,
+        layers=None if chosen.layers is None else tuple(chosen.layers),
+    )
+    probe = replace(
+        selection.probe,
+        hidden=chosen.hidden,
+        max_epochs=chosen.max_epochs,
+        patience=chosen.patience,
+    )
+    return EvaluationConfig(
+        window_seconds=chosen.window_seconds,
+        selection=replace(selection, probe=probe),
+        cache_dir=str(context.cache / "features"),
+    )
+
+
+def evaluate_on_manifests(
+    encoder: str, tasks: dict[str, str], config, *, name: str, progress: bool
+) -> dict:
+    """Probe ``encoder`` on each task given as a manifest (the generic adapter), under the
+    task's own name; one results dict."""
+    from culturemert.evaluate.harness import evaluate_encoder
+
+    results: dict = {}
+    for task, manifest in tasks.items():
+        one = evaluate_encoder(encoder, ["generic"], manifest, config, name=name, progress=progress)
+        results = results or one
+        results["tasks"][task] = one["tasks"].pop("generic")
+    results["config"] = {**results["config"], "tasks": list(tasks), "data_root": dict(tasks)}
+    return results
+
+
+def validation_scorer(tasks: dict[str, str], config):
+    """A λ-sweep scorer: validation macro ROC-AUC averaged over the tasks (test untouched)."""
+    from culturemert.evaluate.harness import validation_score
+
+    def score(model_dir: Path) -> float:
+        return statistics.fmean(
+            validation_score(model_dir, replace(config, tasks=("generic",), data_root=manifest))
+            for manifest in tasks.values()
+        )
+
+    return score
+
+
+@dataclass
+class MergeSettings:
+    """Merge ``models`` onto ``base`` at every λ of ``lambdas``; keep the one scoring best on
+    the tasks' validation splits."""
+
+    base: str
+    models: list[str]
+    lambdas: list[float]
+    validate_on: dict[str, str]  # task name → manifest
+    method: str = "task_arithmetic"
+    protocol: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # other merge recipe keys
+
+    def __post_init__(self) -> None:
+        probe_protocol(self.protocol)
+
+
+def run_merge(settings: MergeSettings, context: StepContext) -> Path:
+    """Run the λ sweep; the product is the chosen merge (with sweep.csv and sweep.png)."""
+    from culturemert.merge import recipe_from_dict, sweep_lambda
+
+    recipe = recipe_from_dict(
+        {
+            "base": settings.base,
+            "models": settings.models,
+            "method": settings.method,
+            **settings.options,
+        },
+        where=f"steps.{context.name}",
+    )
+    scorer = validation_scorer(settings.validate_on, evaluation_config(settings.protocol, context))
+    out = context.out / "encoder"
+    sweep_lambda(
+        recipe,
+        settings.lambdas,
+        scorer,
+        out,
+        metric="validation ROC-AUC",
+        progress=context.progress,
+    )
+    return out
+
+
+@dataclass
+class EvaluateSettings:
+    """Probe ``encoder`` on every task (task name → manifest); ``name`` labels it in reports."""
+
+    encoder: str
+    name: str
+    tasks: dict[str, str]
+    protocol: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        probe_protocol(self.protocol)
+
+
+def run_evaluate(settings: EvaluateSettings, context: StepContext) -> Path:
+    """Evaluate; the product is the results file."""
+    from culturemert.evaluate.results import save_results
+
+    results = evaluate_on_manifests(
+        settings.encoder,
+        settings.tasks,
+        evaluation_config(settings.protocol, context),
+        name=settings.name,
+        progress=context.progress,
+    )
+    return save_results(context.out / "results.json", results)
+
+
+STEP_KINDS: dict[str, StepKind] = {
+    "synth": StepKind(SynthSettings, run_synth),
+    "targets": StepKind(TargetsSettings, run_targets),
+    "encoder": StepKind(EncoderSettings, run_encoder),
+    "pretrain": StepKind(PretrainSettings, run_pretrain),
+    "merge": StepKind(MergeSettings, run_merge),
+    "evaluate": StepKind(EvaluateSettings, run_evaluate),
+    "report": StepKind(ReportSettings, run_report),
+}
