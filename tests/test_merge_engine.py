@@ -216,3 +216,18 @@ def test_legacy_and_modern_names_together_are_refused(checkpoints, tmp_path):
     recipe = MergeRecipe(base=str(checkpoints["base"]), models=(str(bad),))
     with pytest.raises(MergeInputError, match="stored twice"):
         merge_checkpoints(recipe, tmp_path / "out", progress=False)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_damaged_weight_files_are_named(checkpoints, tmp_path, damage):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(checkpoints["models"][0], broken)
+    weights = broken / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) - 64] if damage == "truncated" else b"\x00" * 64)
+    recipe = MergeRecipe(base=str(checkpoints["base"]), models=(str(broken),), lam=0.5)
+    with pytest.raises(MergeInputError, match=str(weights)):
+        merge_checkpoints(recipe, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from torch import Tensor
 
 # Old torch.nn.utils.weight_norm names and the parametrization names that replaced them.
@@ -34,7 +33,6 @@ _SAFETENSORS_DTYPES = {
     torch.bool: "BOOL",
 }
 _DTYPES_BY_CODE = {code: dtype for dtype, code in _SAFETENSORS_DTYPES.items()}
-_REOPEN_BYTES = 32 << 20
 
 
 class MergeInputError(ValueError):
@@ -94,28 +92,52 @@ def open_weights(directory: Path) -> WeightSource:
 def _safetensors_source(directory: Path, files: list[Path]) -> WeightSource:
     locations: dict[str, tuple[Path, str]] = {}
     tensors: dict[str, TensorInfo] = {}
+    spans: dict[tuple[Path, str], tuple[int, int]] = {}  # absolute byte range of each tensor
     for file in files:
-        with safe_open(file, framework="pt") as handle:
-            stored_names = handle.keys()  # a list; safe_open handles are not iterable
-            for stored in stored_names:
-                view = handle.get_slice(stored)
-                info = TensorInfo(tuple(view.get_shape()), _DTYPES_BY_CODE[view.get_dtype()])
-                _add_tensor(tensors, locations, stored, info, (file, stored), file)
+        header, data_start = _safetensors_header(file)
+        for stored, entry in header.items():
+            if stored == "__metadata__":
+                continue
+            info = TensorInfo(tuple(entry["shape"]), _DTYPES_BY_CODE[entry["dtype"]])
+            begin, end = entry["data_offsets"]
+            spans[(file, stored)] = (data_start + begin, end - begin)
+            _add_tensor(tensors, locations, stored, info, (file, stored), file)
 
-    handles: dict[Path, tuple[Any, int]] = {}  # file -> (open handle, bytes read through it)
+    handles: dict[Path, Any] = {}
 
     def read(name: str) -> Tensor:
-        # A handle maps its whole file and every page read stays resident until it closes, so
-        # each file is reopened after _REOPEN_BYTES: resident memory stays bounded per input.
+        # Positioned reads straight into the tensor's memory: unlike a memory map, nothing
+        # stays resident after the tensor is dropped, and no page faults are paid per page.
         file, stored = locations[name]
-        handle, served = handles.get(file, (None, _REOPEN_BYTES))
-        if served >= _REOPEN_BYTES:
-            handle, served = safe_open(file, framework="pt"), 0
-        tensor = handle.get_tensor(stored)
-        handles[file] = (handle, served + tensor.nbytes)
+        start, size = spans[(file, stored)]
+        info = tensors[name]
+        tensor = torch.empty(info.shape, dtype=info.dtype)
+        if file not in handles:  # kept open for the merge; closed when the source is dropped
+            handles[file] = open(file, "rb", buffering=0)  # noqa: SIM115
+        handle = handles[file]
+        handle.seek(start)
+        if handle.readinto(tensor.reshape(-1).view(torch.uint8).numpy()) != size:
+            raise MergeInputError(f"{file}: {stored} is cut short (truncated file?)")
         return tensor
 
     return WeightSource(directory, tuple(files), tensors, read)
+
+
+def _safetensors_header(file: Path) -> tuple[dict, int]:
+    """The JSON header of a safetensors file and the byte offset where its data begins."""
+    try:
+        with open(file, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > 100 << 20:
+                raise ValueError(f"header length {length} is implausible")
+            header = json.loads(handle.read(length))
+            ends = [e["data_offsets"][1] for k, e in header.items() if k != "__metadata__"]
+            size = os.fstat(handle.fileno()).st_size
+            if size != 8 + length + max(ends, default=0):
+                raise ValueError(f"{size} bytes, the header describes {8 + length + max(ends)}")
+    except (OSError, ValueError, KeyError, struct.error) as error:
+        raise MergeInputError(f"{file}: not a readable safetensors file ({error})") from error
+    return header, 8 + length
 
 
 def _pickle_source(directory: Path, file: Path) -> WeightSource:
