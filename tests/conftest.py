@@ -119,3 +119,12 @@ def shared_data() -> Path:
             f"shared data folder not found at {root}; set CULTUREMERT_SHARED_DATA"
         )
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: a second intra-op thread only waits for a busy core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

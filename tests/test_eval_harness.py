@@ -8,7 +8,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from sklearn.metrics import roc_auc_score
 
 from culturemert.cli import main
@@ -24,13 +23,7 @@ SMALL = SelectionConfig(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only waits for a busy core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

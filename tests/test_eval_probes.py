@@ -20,14 +20,7 @@ from culturemert.evaluate.probes import (
     train_probes,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only waits for a busy core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def window_data(rng, tracks: int, windows_per_track: int, layers=3, dims=8, tags=4, signal=1.0):

@@ -17,14 +17,7 @@ from culturemert.pretrain.metrics_log import MetricsLog
 from culturemert.pretrain.objective import PretrainingObjective
 from culturemert.pretrain.recipe import recipe_from_dict
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread than on two contending ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def read_rows(run) -> list[dict[str, str]]:

@@ -102,7 +102,8 @@ def table_rows(
     return rows
 
 
-def _markdown_table(rows: list[list[str]]) -> str:
+def markdown_table(rows: list[list[str]]) -> str:
+    """A Markdown table from a header row and body rows."""
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
     return "\n".join(lines)
@@ -153,17 +154,18 @@ def markdown_report(runs: Sequence[Results]) -> str:
     parts = []
     for metrics in TABLES:
         title = " / ".join(METRIC_TITLES[m] for m in metrics)
-        parts.append(f"### {title} (%)\n\n{_markdown_table(table_rows(runs, tasks, metrics))}")
+        parts.append(f"### {title} (%)\n\n{markdown_table(table_rows(runs, tasks, metrics))}")
     selection = _selection_rows(runs, tasks)
     if selection:
-        parts.append(f"### Selected on validation\n\n{_markdown_table(selection)}")
+        parts.append(f"### Selected on validation\n\n{markdown_table(selection)}")
     notes = _notes(runs)
     if notes:
         parts.append("\n".join(f"- {note}" for note in notes))
     return "\n\n".join(parts) + "\n"
 
 
-def _png(figure) -> str:
+def figure_png(figure) -> str:
+    """A matplotlib figure as base64 PNG data."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     buffer = io.BytesIO()
@@ -194,7 +196,7 @@ def heatmap_png(runs: Sequence[Results], metric: str) -> str:
             axes.text(j, i, f"{value:.1f}", ha="center", va="center", color=color, fontsize=9)
     axes.set_title(f"{METRIC_TITLES[metric]} (%): models x datasets")
     figure.colorbar(image, ax=axes)
-    return _png(figure)
+    return figure_png(figure)
 
 
 def family_bars_png(runs: Sequence[Results], task: str) -> str | None:
@@ -222,10 +224,11 @@ def family_bars_png(runs: Sequence[Results], task: str) -> str | None:
         axes.set_ylim(50 if metric == "roc_auc" else 0, 100)  # ROC-AUC: 50 is chance
     figure.suptitle(f"{TASK_TITLES.get(task, task)}: per tag family")
     figure.legend(*axes.get_legend_handles_labels(), loc="outside right upper", fontsize=8)
-    return _png(figure)
+    return figure_png(figure)
 
 
-def _html_table(rows: list[list[str]]) -> str:
+def html_table(rows: list[list[str]]) -> str:
+    """An HTML table (escaped) from a header row and body rows."""
     head = "".join(f"<th>{html.escape(cell)}</th>" for cell in rows[0])
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
@@ -234,7 +237,8 @@ def _html_table(rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _image(data: str, alt: str) -> str:
+def html_image(data: str, alt: str) -> str:
+    """An inline ``<img>`` for base64 PNG data."""
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
@@ -244,18 +248,18 @@ def html_report(runs: Sequence[Results]) -> str:
     body = ["<h1>culturemert evaluation report</h1>"]
     for metrics in TABLES:
         title = " / ".join(METRIC_TITLES[m] for m in metrics)
-        body += [f"<h2>{title} (%)</h2>", _html_table(table_rows(runs, tasks, metrics))]
+        body += [f"<h2>{title} (%)</h2>", html_table(table_rows(runs, tasks, metrics))]
     selection = _selection_rows(runs, tasks)
     if selection:
-        body += ["<h2>Selected on validation</h2>", _html_table(selection)]
+        body += ["<h2>Selected on validation</h2>", html_table(selection)]
     body.append("<h2>Cross-cultural transfer matrix</h2>")
     body += [
-        _image(heatmap_png(runs, metric), f"{metric} heatmap") for metric in ("roc_auc", "map")
+        html_image(heatmap_png(runs, metric), f"{metric} heatmap") for metric in ("roc_auc", "map")
     ]
     bars = [(task, family_bars_png(runs, task)) for task in tasks]
     if any(png for _, png in bars):
         body.append("<h2>Per tag family</h2>")
-        body += [_image(png, f"{task} per family") for task, png in bars if png]
+        body += [html_image(png, f"{task} per family") for task, png in bars if png]
     notes = _notes(runs)
     if notes:
         body.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")

@@ -15,8 +15,12 @@ import numpy as np
 from culturemert.atomic import write_text
 from culturemert.evaluate.report import (
     TASK_TITLES,
+    figure_png,
+    html_image,
     html_report,
+    html_table,
     markdown_report,
+    markdown_table,
     metric_value,
     row_labels,
     task_order,
@@ -63,13 +67,8 @@ def change_table(labels: list[str], tasks: list[str], change: np.ndarray) -> lis
     return rows
 
 
-def change_heatmap_png(
-    labels: list[str], tasks: list[str], change: np.ndarray, title: str
-) -> bytes:
-    """PNG of the differences on a diverging scale centred on zero."""
-    import io
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+def change_heatmap_png(labels: list[str], tasks: list[str], change: np.ndarray, title: str) -> str:
+    """Base64 PNG of the differences on a diverging scale centred on zero."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(1.3 * len(tasks) + 3, 0.5 * len(labels) + 1.6), layout="constrained")
@@ -86,9 +85,7 @@ def change_heatmap_png(
             axes.text(j, i, f"{value:+.1f}", ha="center", va="center", color=color, fontsize=9)
     axes.set_title(title)
     figure.colorbar(image, ax=axes)
-    buffer = io.BytesIO()
-    FigureCanvasAgg(figure).print_png(buffer)
-    return buffer.getvalue()
+    return figure_png(figure)
 
 
 def read_sweep(folder: Path) -> list[list[str]]:
@@ -100,25 +97,6 @@ def read_sweep(folder: Path) -> list[list[str]]:
         [f"{float(lam):g}", f"{100 * float(score):.1f}", "✓" if best == "1" else ""]
         for lam, score, best in body
     ]
-
-
-def _markdown_table(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows[1:]])
-
-
-def _html_table(rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in rows[0])
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
-        for row in rows[1:]
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _image(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
 def run_report(settings: ReportSettings, context: StepContext) -> Path:
@@ -137,9 +115,9 @@ def run_report(settings: ReportSettings, context: StepContext) -> Path:
     sweep = read_sweep(Path(settings.sweep)) if settings.sweep else None
 
     markdown = [f"# {settings.title}", settings.about, markdown_report(runs)]
-    markdown += [f"### {change_title}", _markdown_table(change_rows)]
+    markdown += [f"### {change_title}", markdown_table(change_rows)]
     if sweep:
-        markdown += ["### λ sweep of the merge (validation)", _markdown_table(sweep)]
+        markdown += ["### λ sweep of the merge (validation)", markdown_table(sweep)]
     if settings.limits:
         markdown += [
             "### What this does not show",
@@ -149,11 +127,18 @@ def run_report(settings: ReportSettings, context: StepContext) -> Path:
 
     # The evaluation page carries the paper's tables and the transfer heatmaps; the pipeline's
     # sections go before its closing tag, under the pipeline's own title.
-    added = [f"<h2>{html.escape(change_title)}</h2>", _html_table(change_rows)]
-    added.append(_image(change_heatmap_png(labels, tasks, change, change_title), "change heatmap"))
+    added = [f"<h2>{html.escape(change_title)}</h2>", html_table(change_rows)]
+    added.append(
+        html_image(change_heatmap_png(labels, tasks, change, change_title), "change heatmap")
+    )
     if sweep:
-        added += ["<h2>λ sweep of the merge (validation)</h2>", _html_table(sweep)]
-        added.append(_image((Path(settings.sweep) / "sweep.png").read_bytes(), "λ sweep"))
+        added += ["<h2>λ sweep of the merge (validation)</h2>", html_table(sweep)]
+        added.append(
+            html_image(
+                base64.b64encode((Path(settings.sweep) / "sweep.png").read_bytes()).decode(),
+                "λ sweep",
+            )
+        )
     if settings.limits:
         items = "".join(f"<li>{html.escape(line)}</li>" for line in settings.limits)
         added += ["<h2>What this does not show</h2>", f"<ul>{items}</ul>"]
