@@ -14,7 +14,7 @@ import sys
 
 from culturemert import __version__
 
-COMMANDS = ["extract", "demo", "report", "targets", "synth", "pretrain", "merge", "evaluate", "run"]
+COMMANDS = ["demo", "run", "synth", "extract", "targets", "pretrain", "merge", "evaluate", "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:
