@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from culturemert.evaluate.results import Results, validate_results, write_text_atomic
+from culturemert.atomic import write_text
+from culturemert.evaluate.results import Results, validate_results
 
 #: Paper column order and titles; other tasks follow in alphabetical order.
 TASK_TITLES = {
@@ -281,6 +282,6 @@ def write_report(runs: Sequence[Results], out_dir: str | Path) -> tuple[Path, Pa
     if not runs:
         raise ValueError("nothing to report: give at least one results file or the paper numbers")
     out_dir = Path(out_dir)
-    markdown = write_text_atomic(out_dir / "report.md", markdown_report(runs))
-    page = write_text_atomic(out_dir / "report.html", html_report(runs))
+    markdown = write_text(out_dir / "report.md", markdown_report(runs))
+    page = write_text(out_dir / "report.html", html_report(runs))
     return markdown, page

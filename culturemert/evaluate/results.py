@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import TypedDict
+
+from culturemert.atomic import write_text
 
 METRICS = ("roc_auc", "map", "micro_f1", "macro_f1")
 
@@ -83,19 +84,6 @@ class Results(TypedDict, total=False):
     source: str
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8"
-    ) as handle:
-        handle.write(text)
-    os.chmod(handle.name, 0o644)  # temporary files are private; the result is an ordinary file
-    os.replace(handle.name, path)
-    return path
-
-
 def validate_results(results: dict, where: str) -> Results:
     """Check the required fields and metric ranges; errors name ``where`` and the field."""
     if not isinstance(results, dict) or not isinstance(results.get("model"), str):
@@ -120,7 +108,7 @@ def validate_results(results: dict, where: str) -> Results:
 def save_results(path: str | os.PathLike, results: Results) -> Path:
     """Validate and write a results file atomically."""
     validate_results(results, str(path))
-    return write_text_atomic(path, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    return write_text(path, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
 
 
 def load_results(path: str | os.PathLike) -> Results:

@@ -14,6 +14,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from culturemert.atomic import atomic_path, write_text
 from culturemert.audio import MIN_SAMPLES
 from culturemert.manifest import Track, write_manifest
 from culturemert.synth.compose import Score, compose
@@ -88,9 +89,8 @@ def assign_splits(n: int, fractions: Sequence[float], rng: np.random.Generator) 
 def _write_audio(path: Path, waveform: np.ndarray, audio_format: str) -> None:
     """Write a file atomically: a temporary name in the same folder, then rename."""
     container, subtype = AUDIO_FORMATS[audio_format]
-    temporary = path.with_name(f".{path.name}.tmp")
-    sf.write(temporary, waveform, SAMPLE_RATE, format=container, subtype=subtype)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        sf.write(temporary, waveform, SAMPLE_RATE, format=container, subtype=subtype)
 
 
 def write_corpus(
@@ -166,9 +166,8 @@ def write_corpus(
 
 def _write_details(path: Path, rows: list[dict]) -> None:
     """Each clip's score as JSON lines (strokes left out: they follow from metre and tempo)."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("w") as handle:
-        for row in rows:
-            row = {k: v for k, v in row.items() if k != "strokes"}
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(temporary, path)
+    lines = (
+        json.dumps({k: v for k, v in row.items() if k != "strokes"}, ensure_ascii=False) + "\n"
+        for row in rows
+    )
+    write_text(path, "".join(lines))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from sklearn.cluster import MiniBatchKMeans
 from sklearn.metrics import pairwise_distances_argmin
 from tqdm import tqdm
 
+from culturemert.atomic import atomic_path
 from culturemert.teachers.base import teacher_hash
 from culturemert.teachers.features import FEATURE_KINDS, frame_features
 
@@ -102,14 +102,8 @@ class KMeansTeacher:
             tensors[f"codebook.{i}.mean"] = c.mean.astype(np.float32)
             tensors[f"codebook.{i}.scale"] = c.scale.astype(np.float32)
         header = {"format": FORMAT, **self._params(), "name": self.name, "hash": self.hash}
-        handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(handle)
-        try:
+        with atomic_path(path) as staging:
             save_file(tensors, staging, metadata={"culturemert": json.dumps(header)})
-            os.replace(staging, path)
-        except BaseException:
-            Path(staging).unlink(missing_ok=True)
-            raise
         return path
 
     @classmethod

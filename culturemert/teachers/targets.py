@@ -12,13 +12,13 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from culturemert.atomic import save_npy, write_text
 from culturemert.audio import AudioError, load_audio
 from culturemert.manifest import Track
 from culturemert.teachers.base import Teacher
@@ -68,17 +68,6 @@ def target_filename(track_id: str, teacher_hash: str) -> str:
     return f"{slug}-{digest}.{teacher_hash[:_HASH_TAG]}.npy"
 
 
-def _write_atomic(path: Path, write) -> None:
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
-
-
 def _read_index(directory: Path) -> dict | None:
     path = directory / INDEX_NAME
     if not path.is_file():
@@ -93,8 +82,8 @@ def _read_index(directory: Path) -> dict | None:
 
 
 def _write_index(directory: Path, index: dict) -> None:
-    text = json.dumps(index, indent=1, sort_keys=True).encode()
-    _write_atomic(directory / INDEX_NAME, lambda file: file.write(text))
+    text = json.dumps(index, indent=1, sort_keys=True)
+    write_text(directory / INDEX_NAME, text)
 
 
 def compute_targets(
@@ -145,7 +134,7 @@ def compute_targets(
                     summary.failed[track.track_id] = index["failed"][track.track_id] = error.reason
                     continue
                 codes = teacher(waveform).astype(np.int16)
-                _write_atomic(path, lambda file, codes=codes: np.save(file, codes))
+                save_npy(path, codes)
                 frames = codes.shape[1]
                 summary.computed += 1
             index["tracks"][track.track_id] = {"file": name, "frames": frames}
