@@ -31,3 +31,19 @@ def test_failure_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
         raise RuntimeError("interrupted")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_directories_replace_whole_or_not_at_all(tmp_path):
+    from culturemert.atomic import atomic_directory
+
+    target = tmp_path / "model"
+    with atomic_directory(target) as staging:
+        (staging / "a.txt").write_text("first")
+    with pytest.raises(RuntimeError), atomic_directory(target) as staging:
+        (staging / "a.txt").write_text("half")
+        raise RuntimeError("interrupted")
+    assert (target / "a.txt").read_text() == "first"
+    with atomic_directory(target) as staging:
+        (staging / "b.txt").write_text("second")
+    assert [p.name for p in target.iterdir()] == ["b.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]

@@ -25,11 +25,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import HubertModel
 
+from culturemert.atomic import replace_directory
 from culturemert.audio import AudioError, audio_duration, load_audio
 from culturemert.embedding import embed
 from culturemert.manifest import Track
 from culturemert.model import encoder_preprocessing, load_encoder, read_preprocessing
-from culturemert.model.checkpoint import replace_directory
 
 #: Bumped when the entry layout changes, so old entries are not misread.
 FORMAT_VERSION = 1

@@ -141,7 +141,7 @@ def merge_checkpoints(
     ``model.safetensors`` and a ``README.md`` card with the recipe and the inputs' sha256.
     ``inputs`` reuses already opened inputs (a λ sweep); ``card_extra`` is appended to the card.
     """
-    from culturemert.model.checkpoint import replace_directory
+    from culturemert.atomic import replace_directory
 
     out = Path(out)
     inputs = inputs or open_inputs(recipe)

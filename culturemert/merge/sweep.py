@@ -73,7 +73,7 @@ def sweep_lambda(
     Only the best merge so far stays on disk. ``out`` also gets ``sweep.csv``, ``sweep.md`` and
     ``sweep.png`` (``metric`` against λ), and its model card ends with the sweep table.
     """
-    from culturemert.model.checkpoint import replace_directory
+    from culturemert.atomic import replace_directory
 
     if not lambdas:
         raise ValueError("an empty λ grid")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from culturemert.atomic import atomic_directory
 from culturemert.model.config import hubert_config_from_dict
 
 if TYPE_CHECKING:  # the modeling code is slow to import; tools that never build a model skip it
@@ -148,10 +147,8 @@ def save_encoder(
     The result loads with :func:`load_encoder` and with plain ``HubertModel.from_pretrained``.
     """
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
     preprocessing = preprocessing or encoder_preprocessing(model)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_directory(directory) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         config_file = staging / "config.json"
         config = json.loads(config_file.read_text())
@@ -161,19 +158,4 @@ def save_encoder(
         (staging / "preprocessor_config.json").write_text(
             json.dumps(preprocessing.to_hf_dict(), indent=2) + "\n"
         )
-        replace_directory(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return directory
-
-
-def replace_directory(staging: Path, target: Path) -> None:
-    """Move a finished ``staging`` directory to ``target``, replacing an older one."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, target)

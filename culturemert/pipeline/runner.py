@@ -27,7 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from culturemert import __version__
-from culturemert.model.checkpoint import replace_directory
+from culturemert.atomic import replace_directory
 from culturemert.pipeline.spec import Pipeline, PipelineError, StepSpec, resolve_references
 
 RECORD = "step.json"

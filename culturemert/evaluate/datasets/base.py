@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from culturemert.atomic import atomic_directory
 from culturemert.audio import find_audio_files
 from culturemert.manifest import ManifestError, Track, read_manifest, write_manifest
 
@@ -73,16 +73,12 @@ class Dataset:
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``manifest.jsonl`` and ``vocabulary.json`` into ``directory`` as one atomic step."""
-        from culturemert.model.checkpoint import replace_directory
-
         target = Path(directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-        staging.chmod(0o755)  # mkdtemp makes private folders; a saved dataset is shared data
-        write_manifest(staging / MANIFEST_FILE, self.tracks)
-        payload = {"name": self.name, "vocabulary": self.vocabulary}
-        (staging / VOCABULARY_FILE).write_text(json.dumps(payload, ensure_ascii=False, indent=1))
-        replace_directory(staging, target)
+        with atomic_directory(target) as staging:
+            write_manifest(staging / MANIFEST_FILE, self.tracks)
+            payload = {"name": self.name, "vocabulary": self.vocabulary}
+            text = json.dumps(payload, ensure_ascii=False, indent=1)
+            (staging / VOCABULARY_FILE).write_text(text)
         return target
 
     @classmethod
