@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,6 +22,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from culturemert.atomic import atomic_directory
 from culturemert.merge.card import model_card
 from culturemert.merge.methods import (
     METHODS,
@@ -141,8 +141,6 @@ def merge_checkpoints(
     ``model.safetensors`` and a ``README.md`` card with the recipe and the inputs' sha256.
     ``inputs`` reuses already opened inputs (a λ sweep); ``card_extra`` is appended to the card.
     """
-    from culturemert.atomic import replace_directory
-
     out = Path(out)
     inputs = inputs or open_inputs(recipe)
     # Hash on a second thread while merging: hashing costs about as much as merging.
@@ -152,19 +150,15 @@ def merge_checkpoints(
         for source in (inputs.base, *inputs.models)
         for file in source.files
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         options = recipe.options()
         if trims_by_magnitude(recipe.method, options) and recipe.scope == "global":
             options = replace(options, thresholds=_global_thresholds(recipe, inputs, progress))
         tensors = _merged_tensors(recipe, options, inputs, progress)
-        write_safetensors(staging / "model.safetensors", _output_layout(inputs, recipe), tensors)
-        _write_metadata(staging, recipe, inputs, hashes, card_extra)
-        replace_directory(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        with atomic_directory(out) as staging:
+            layout = _output_layout(inputs, recipe)
+            write_safetensors(staging / "model.safetensors", layout, tensors)
+            _write_metadata(staging, recipe, inputs, hashes, card_extra)
     finally:
         hasher.shutdown(wait=False, cancel_futures=True)
     return out
