@@ -36,9 +36,11 @@ def run_demo(
     *,
     seed: int | None = None,
     force: Iterable[str] = (),
+    jobs: int | None = None,
     progress: bool = True,
 ) -> tuple[list[StepOutcome], Path]:
     """Run (or bring up to date) the demo in ``out``; the step outcomes and the HTML report."""
-    outcomes = run_pipeline(load_demo(seed), out, STEP_KINDS, force=force, progress=progress)
+    pipeline = load_demo(seed)
+    outcomes = run_pipeline(pipeline, out, STEP_KINDS, force=force, jobs=jobs, progress=progress)
     report = next(outcome.product for outcome in outcomes if outcome.name == REPORT_STEP)
     return outcomes, report

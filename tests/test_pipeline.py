@@ -114,6 +114,27 @@ def test_a_failing_step_is_named_and_leaves_no_half_output(tmp_path):
     assert CALLS == []
 
 
+def test_parallel_steps_give_the_outputs_of_a_sequential_run(tmp_path):
+    run(diamond(), tmp_path / "one", jobs=1)
+    outcomes = run(diamond(), tmp_path / "two", jobs=2)
+    assert [o.name for o in outcomes] == [o.name for o in run(diamond(), tmp_path / "one")]
+    assert {o.status for o in outcomes} == {"ran"}
+    for name in "abcd":
+        assert (tmp_path / "two" / name / "value.txt").read_text() == (
+            tmp_path / "one" / name / "value.txt"
+        ).read_text()
+
+
+def test_a_failing_parallel_step_is_named_and_independent_steps_keep_their_outputs(tmp_path):
+    raw = diamond()
+    raw["steps"]["b"] = {"kind": "broken", "message": "out of tune"}
+    with pytest.raises(StepError, match=r"step 'b' \(broken\) failed: RuntimeError: out of tune"):
+        run(raw, tmp_path, jobs=2)
+    assert (tmp_path / "d" / "value.txt").read_text() == "a+d"  # ran beside b
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "d", "logs"]
+
+
 def test_cli_names_the_failing_step(tmp_path, capsys):
     pipeline = tmp_path / "broken.yaml"
     pipeline.write_text("steps:\n  corpus:\n    kind: synth\n    traditions: [nowhere]\n")
@@ -265,3 +286,15 @@ def test_reduced_pipeline_end_to_end(tmp_path):
     CALLS.clear()
     again = run_pipeline(pipeline, tmp_path, STEP_KINDS, progress=False, log=lambda m: None)
     assert {o.status for o in again} == {"cached"}
+
+    # Two steps at a time, each in its own process: the same bytes.
+    parallel = tmp_path / "parallel"
+    run_pipeline(pipeline, parallel, STEP_KINDS, jobs=2, progress=False, log=lambda m: None)
+    for file in [*(tmp_path / "only-makam").rglob("*.safetensors"), product["merged"]]:
+        file = file / "model.safetensors" if file.is_dir() else file
+        assert (parallel / file.relative_to(tmp_path)).read_bytes() == file.read_bytes(), file
+    for step in ("eval-base", "eval-merged"):
+        scores = [
+            json.loads((run / step / "results.json").read_text()) for run in (tmp_path, parallel)
+        ]
+        assert scores[0]["tasks"] == scores[1]["tasks"]

@@ -23,6 +23,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--force", action="append", default=[], metavar="STEP", help="redo STEP and its dependants"
     )
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="steps run at once (default: the pipeline's jobs)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
 
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         outcomes, report = run_demo(
-            args.out, seed=args.seed, force=args.force, progress=not args.quiet
+            args.out, seed=args.seed, force=args.force, jobs=args.jobs, progress=not args.quiet
         )
     except (PipelineError, StepError) as error:
         print(f"culturemert demo: {error}", file=sys.stderr)

@@ -32,6 +32,9 @@ def add_parser(subparsers) -> None:
         metavar="STEP",
         help="redo STEP and every step that reads from it (repeatable)",
     )
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="steps run at once (default: the pipeline's jobs)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
 
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         pipeline = load_pipeline(args.pipeline, set(STEP_KINDS))
         outcomes = run_pipeline(
-            pipeline, out, STEP_KINDS, force=args.force, progress=not args.quiet
+            pipeline, out, STEP_KINDS, force=args.force, jobs=args.jobs, progress=not args.quiet
         )
     except (PipelineError, StepError) as error:
         print(f"culturemert run: {error}", file=sys.stderr)

@@ -18,8 +18,10 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,9 @@ class StepError(RuntimeError):
     def __init__(self, step: str, message: str):
         super().__init__(message)
         self.step = step
+
+    def __reduce__(self):
+        return StepError, (self.step, str(self))  # crosses from worker processes intact
 
 
 @dataclass(frozen=True)
@@ -135,11 +140,14 @@ def run_pipeline(
     kinds: dict[str, StepKind],
     *,
     force: Iterable[str] = (),
+    jobs: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] = tqdm.write,
 ) -> list[StepOutcome]:
     """Run the steps whose outputs are missing or out of date; ``force`` redoes the named steps
-    and every step that reads from them. Raises :class:`StepError` naming a failing step."""
+    and every step that reads from them. Up to ``jobs`` independent steps (default: the
+    pipeline's ``jobs``) run at once, each in its own process. Raises :class:`StepError` naming
+    a failing step; steps already running are let finish and keep their outputs."""
     run_dir = Path(run_dir)
     force = set(force)
     unknown = sorted(force - set(pipeline.by_name))
@@ -147,34 +155,83 @@ def run_pipeline(
         raise PipelineError(
             f"--force {unknown[0]}: no such step (steps: {', '.join(pipeline.by_name)})"
         )
+    jobs = jobs or pipeline.jobs
+    if jobs < 1:
+        raise PipelineError(f"jobs must be a positive integer, got {jobs}")
     check_settings(pipeline, kinds)
     forced = pipeline.dependants(force)
     keys = step_keys(pipeline)
     outputs = {step.name: run_dir / step.name for step in pipeline.steps}
+    number = {step.name: f"[{i}/{len(pipeline.steps)}]" for i, step in enumerate(pipeline.steps, 1)}
     products: dict[str, Path] = {}
-    outcomes = []
-    bar = tqdm(total=len(pipeline.steps), desc="pipeline", unit="step", disable=not progress)
-    try:
-        for number, step in enumerate(pipeline.steps, 1):
-            bar.set_postfix_str(step.name)
-            record = read_record(outputs[step.name])
-            where = f"[{number}/{len(pipeline.steps)}] {step.name} ({step.kind})"
-            if record and record.get("key") == keys[step.name] and step.name not in forced:
-                status, seconds = "cached", 0.0
-                log(f"{where}: up to date")
-            else:
-                log(f"{where}: running")
-                seconds = _execute(
-                    pipeline, step, kinds[step.kind], keys[step.name], run_dir, products, progress
-                )
-                status, record = "ran", read_record(outputs[step.name])
-                log(f"{where}: done in {seconds:.1f} s")
+    outcomes: dict[str, StepOutcome] = {}
+    waiting: list[StepSpec] = []
+    for step in pipeline.steps:
+        record = read_record(outputs[step.name])
+        if record and record.get("key") == keys[step.name] and step.name not in forced:
             products[step.name] = outputs[step.name] / record["product"]
-            outcomes.append(StepOutcome(step.name, step.kind, status, seconds, products[step.name]))
-            bar.update()
+            outcomes[step.name] = StepOutcome(
+                step.name, step.kind, "cached", 0.0, products[step.name]
+            )
+            log(f"{number[step.name]} {step.name} ({step.kind}): up to date")
+        else:
+            waiting.append(step)
+
+    bar = tqdm(total=len(pipeline.steps), desc="pipeline", unit="step", disable=not progress)
+    bar.update(len(outcomes))
+    # One step at a time runs here, with its own progress bars; several run in worker
+    # processes (spawned: forking a process that has used torch's thread pools can hang).
+    pool = _InProcess() if jobs == 1 else ProcessPoolExecutor(jobs, get_context("spawn"))
+    running: dict[Future, StepSpec] = {}
+    failure: StepError | None = None
+    try:
+        while waiting or running:
+            ready = [s for s in waiting if all(n in products for n in s.needs)]
+            for step in ready[: max(0, jobs - len(running))] if failure is None else []:
+                waiting.remove(step)
+                log(f"{number[step.name]} {step.name} ({step.kind}): running")
+                args = (pipeline, step, kinds[step.kind], keys[step.name], run_dir, products)
+                running[pool.submit(_execute, *args, progress and jobs == 1)] = step
+            if not running:
+                break
+            bar.set_postfix_str(", ".join(step.name for step in running.values()))
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                step = running.pop(future)
+                try:
+                    seconds = future.result()
+                except StepError as error:
+                    failure = failure or error
+                    continue
+                record = read_record(outputs[step.name])
+                products[step.name] = outputs[step.name] / record["product"]
+                outcomes[step.name] = StepOutcome(
+                    step.name, step.kind, "ran", seconds, products[step.name]
+                )
+                log(f"{number[step.name]} {step.name} ({step.kind}): done in {seconds:.1f} s")
+                bar.update()
     finally:
+        pool.shutdown(cancel_futures=True)
         bar.close()
-    return outcomes
+    if failure is not None:
+        raise failure
+    return [outcomes[step.name] for step in pipeline.steps]
+
+
+class _InProcess:
+    """The executor interface, running each call at once in this process."""
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> Future:
+        """Run ``function(*args)`` now; its result or exception in a finished future."""
+        future: Future = Future()
+        try:
+            future.set_result(function(*args))
+        except StepError as error:
+            future.set_exception(error)
+        return future
+
+    def shutdown(self, cancel_futures: bool = False) -> None:
+        """Nothing to release."""
 
 
 def _execute(

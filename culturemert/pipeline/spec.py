@@ -44,6 +44,7 @@ class Pipeline:
     steps: tuple[StepSpec, ...]
     seed: int = 0
     threads: int | None = None  # torch threads per step (None: torch's default)
+    jobs: int = 1  # steps run at once; outputs do not depend on it
     source: str = "pipeline"
     description: str = ""
     by_name: dict[str, StepSpec] = field(init=False, repr=False, compare=False)
@@ -99,21 +100,23 @@ def pipeline_from_dict(
     # ``x-…`` keys hold shared YAML anchors, as in docker-compose files.
     unknown = sorted(
         k
-        for k in set(raw) - {"steps", "seed", "threads", "description"}
+        for k in set(raw) - {"steps", "seed", "threads", "jobs", "description"}
         if not str(k).startswith("x-")
     )
     if unknown:
         raise PipelineError(
-            f"{where}: unknown key {unknown[0]!r} (expected steps, seed, threads, description or x-…)"
+            f"{where}: unknown key {unknown[0]!r} "
+            "(expected steps, seed, threads, jobs, description or x-…)"
         )
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise PipelineError(f"{where}: seed must be an integer, got {seed!r}")
     threads = raw.get("threads")
-    if threads is not None and (
-        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
-    ):
-        raise PipelineError(f"{where}: threads must be a positive integer, got {threads!r}")
+    for key, value in (("threads", threads), ("jobs", raw.get("jobs", 1))):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise PipelineError(f"{where}: {key} must be a positive integer, got {value!r}")
     declared: dict[str, StepSpec] = {}
     for name, body in raw["steps"].items():
         at = f"{where}: steps.{name}"
@@ -146,6 +149,7 @@ def pipeline_from_dict(
         steps=tuple(declared[name] for name in order),
         seed=seed,
         threads=threads,
+        jobs=raw.get("jobs", 1),
         source=where,
         description=str(raw.get("description", "")),
     )
