@@ -12,7 +12,7 @@ import re
 import pytest
 
 from culturemert.cli import main
-from culturemert.evaluate.report import load_paper_results
+from culturemert.evaluate.report import load_paper_results, markdown_report
 from culturemert.evaluate.results import ResultsError, load_results, save_results
 
 # The paper's ROC-AUC / mAP table (culturemert-paper.md §5.2), in its column order.
@@ -107,9 +107,20 @@ def test_report_tables_hold_the_numbers(report):
     mert_f1 = next(line for line in f1_table.splitlines() if line.startswith("| MERT-v1-95M"))
     assert mert_f1.endswith(f"| {sum(MERT_F1) / 12:.1f} |") and "| 49.3 |" in mert_f1
     assert "layer 7, mlp, lr 0.001" in markdown
-    assert "Lyra: 2 tags without both positive and negative" in markdown
-    assert "Lyra: 3 listed tracks had no audio file" in markdown
+    assert "a negative test example: Lyra 2 (my-encoder)." in markdown
+    assert "without an audio file, not evaluated: Lyra 3 (my-encoder)." in markdown
     assert "arXiv:2506.17818" in markdown
+
+
+def test_counts_shared_by_every_model_are_noted_once():
+    other = constructed_results()
+    other["model"] = "other-encoder"
+    other["tasks"]["makam"]["excluded_tags"] = 1
+    notes = markdown_report([constructed_results(), other]).split("\n\n")[-1].splitlines()
+    assert notes[0] == (
+        "- Tags left out of the averages for want of a positive or a negative test example: "
+        "Lyra 2; Turkish-makam 1 (other-encoder)."
+    )
 
 
 def test_html_is_self_contained_with_plots(report):

@@ -110,24 +110,37 @@ def markdown_table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _notes(runs: Sequence[Results]) -> list[str]:
-    notes = []
-    for label, run in zip(row_labels(runs), runs, strict=True):
+def _count_note(runs: Sequence[Results], field: str, what: str) -> str | None:
+    """One line of per-task counts of ``field``, naming models only where they differ."""
+    labels = row_labels(runs)
+    by_task: dict[str, dict[int, list[str]]] = {}
+    evaluated: dict[str, int] = {}
+    for label, run in zip(labels, runs, strict=True):
         for task, entry in run["tasks"].items():
-            title = TASK_TITLES.get(task, task)
-            if entry.get("excluded_tags"):
-                notes.append(
-                    f"{label}, {title}: {entry['excluded_tags']} tags without both positive and "
-                    "negative test examples left out of the averages."
-                )
-            if entry.get("missing_audio"):
-                notes.append(
-                    f"{label}, {title}: {entry['missing_audio']} listed tracks had no audio file "
-                    "and were not evaluated."
-                )
+            evaluated[task] = evaluated.get(task, 0) + 1
+            if entry.get(field):
+                by_task.setdefault(task, {}).setdefault(entry[field], []).append(label)
+    parts = [
+        f"{TASK_TITLES.get(task, task)} {count}"
+        + ("" if len(models) == evaluated[task] else f" ({', '.join(models)})")
+        for task, counts in by_task.items()
+        for count, models in counts.items()
+    ]
+    return f"{what}: {'; '.join(parts)}." if parts else None
+
+
+def _notes(runs: Sequence[Results]) -> list[str]:
+    notes = [
+        _count_note(
+            runs,
+            "excluded_tags",
+            "Tags left out of the averages for want of a positive or a negative test example",
+        ),
+        _count_note(runs, "missing_audio", "Listed tracks without an audio file, not evaluated"),
+    ]
     sources = {run["source"] for run in runs if run.get("source")}
     notes += [f"Published numbers: {source}" for source in sorted(sources)]
-    return notes
+    return [note for note in notes if note]
 
 
 def _selection_rows(runs: Sequence[Results], tasks: Sequence[str]) -> list[list[str]] | None:
