@@ -56,7 +56,14 @@ def test_shipped_recipe_declares_the_whole_experiment():
 
     # 4. Every encoder probed on every tradition's task; 5. one report over all of them.
     evaluated = {s.config["encoder"] for s in by_kind["evaluate"]}
-    assert evaluated == {"@init", "@base", "@multi", "@merged", *(f"@{n}" for n in singles)}
+    assert evaluated == {
+        "@init",
+        "@base",
+        "@multi",
+        "@merged",
+        *(f"@{n}" for n in singles),
+        "features:mfcc+chroma",  # the hand-made reference
+    }
     for step in by_kind["evaluate"]:
         assert step.config["tasks"] == merged["validate_on"]
     report = steps["report"].config

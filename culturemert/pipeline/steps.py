@@ -11,10 +11,13 @@ import json
 import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from culturemert.pipeline.report import ReportSettings, run_report
 from culturemert.pipeline.runner import StepContext, StepKind
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -198,7 +201,7 @@ def evaluation_config(protocol: dict[str, Any], context: StepContext):
 
 
 def evaluate_on_manifests(
-    encoder: str, tasks: dict[str, str], config, *, name: str, progress: bool
+    encoder: str | torch.nn.Module, tasks: dict[str, str], config, *, name: str, progress: bool
 ) -> dict:
     """Probe ``encoder`` on each task given as a manifest (the generic adapter), under the
     task's own name; one results dict."""
@@ -271,7 +274,8 @@ def run_merge(settings: MergeSettings, context: StepContext) -> Path:
 
 @dataclass
 class EvaluateSettings:
-    """Probe ``encoder`` on every task (task name → manifest); ``name`` labels it in reports."""
+    """Probe ``encoder`` on every task (task name → manifest); ``name`` labels it in reports.
+    ``encoder: features:mfcc+chroma`` probes hand-made features instead, as a reference."""
 
     encoder: str
     name: str
@@ -284,10 +288,12 @@ class EvaluateSettings:
 
 def run_evaluate(settings: EvaluateSettings, context: StepContext) -> Path:
     """Evaluate; the product is the results file."""
+    from culturemert.evaluate.handcrafted import handcrafted_features, is_handcrafted
     from culturemert.evaluate.results import save_results
 
+    encoder = settings.encoder
     results = evaluate_on_manifests(
-        settings.encoder,
+        handcrafted_features(encoder) if is_handcrafted(encoder) else encoder,
         settings.tasks,
         evaluation_config(settings.protocol, context),
         name=settings.name,
