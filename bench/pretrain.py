@@ -37,9 +37,9 @@ from culturemert.pretrain.data import (  # noqa: E402
     mixture_sources,
     read_corpus,
 )
-from culturemert.pretrain.loop import make_fabric  # noqa: E402
+from culturemert.pretrain.loop import make_fabric, make_optimizer  # noqa: E402
 from culturemert.pretrain.objective import ObjectiveConfig, PretrainingObjective  # noqa: E402
-from culturemert.pretrain.recipe import EngineConfig, MixtureConfig  # noqa: E402
+from culturemert.pretrain.recipe import EngineConfig, MixtureConfig, OptimizerConfig  # noqa: E402
 from culturemert.teachers import encoder_frames, teacher_hash  # noqa: E402
 from culturemert.teachers.cqt import CQT_BINS  # noqa: E402
 from culturemert.teachers.targets import compute_targets, load_targets  # noqa: E402
@@ -112,9 +112,7 @@ def main() -> None:
     torch.manual_seed(0)
     objective = PretrainingObjective(HubertModel(config), ObjectiveConfig([1024] * 8)).train()
     fabric = make_fabric(EngineConfig(accelerator="cpu"))
-    optimizer = torch.optim.AdamW(
-        objective.parameters(), lr=1e-5, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01
-    )
+    optimizer = make_optimizer(list(objective.parameters()), OptimizerConfig(), lr=1e-5)
     model, optimizer = fabric.setup(objective, optimizer)
     generator = torch.Generator().manual_seed(0)
 

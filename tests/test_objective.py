@@ -162,3 +162,19 @@ def test_bad_codes_are_refused(objective):
     codes[0, 1, 0] = SIZES[1]
     with pytest.raises(ValueError, match="out of range"):
         objective(waveforms, codes)
+
+
+def test_frame_count_and_a_given_mask(objective):
+    encoder = objective.encoder
+    for samples in (400, 401, 719, 720, 12000, 120000):
+        expected = int(encoder._get_feat_extract_output_lengths(torch.tensor(samples)))
+        assert objective.frame_count(samples) == expected
+    waveforms = torch.randn(2, 4000)
+    frames = objective.frame_count(4000)
+    codes = torch.zeros(2, 2, frames, dtype=torch.long)
+    mask = torch.zeros(2, frames, dtype=torch.bool)
+    mask[0, 3:8] = mask[1, 0:5] = True
+    output = objective(waveforms, codes, mask=mask)
+    assert torch.equal(output.mask, mask) and output.masked_frames == 10
+    with pytest.raises(ValueError, match=rf"mask must be \[2, {frames}\]"):
+        objective(waveforms, codes, mask=mask[:, 1:])

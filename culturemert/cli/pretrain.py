@@ -54,6 +54,8 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the recipe with its overrides, then check it or train."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
     from culturemert.manifest import ManifestError
     from culturemert.model import EncoderLoadError
     from culturemert.pretrain.data import DataError
@@ -87,8 +89,9 @@ def run(args: argparse.Namespace) -> int:
     ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    for directory in exported:
-        print(f"exported {directory}")
+    if rank_zero_only.rank == 0:  # every rank returns the same folders: say it once
+        for directory in exported:
+            print(f"exported {directory}")
     return 0
 
 

@@ -149,7 +149,8 @@ def run_pretrain(settings: PretrainSettings, context: StepContext) -> Path:
         "checkpoint_every": settings.checkpoint_every,
         "log_every": settings.log_every,
     }
-    exported = train(recipe_from_dict(raw, where=f"steps.{context.name}"), context.out)
+    recipe = recipe_from_dict(raw, where=f"steps.{context.name}")
+    exported = train(recipe, context.out, progress=context.progress)
     return exported[-1]
 
 

@@ -4,6 +4,10 @@ Everything that can stop a run (recipe, manifests, mixtures, targets, teacher ha
 arithmetic) is checked before the first update. Each stage freezes all but its trainable
 parameters, builds a fresh AdamW, follows its learning-rate schedule, checkpoints every
 ``checkpoint_every`` updates and at its end, and exports the encoder in Hugging Face layout.
+
+Every random draw of an update (its crops, noise, mask, dropout) is a function of the seed, the
+stage, the update and the rank, so a checkpoint needs only the stage and update to resume
+exactly on any number of ranks, and the mask does not depend on how a batch is split.
 """
 
 from __future__ import annotations
@@ -26,13 +30,7 @@ from transformers import HubertConfig, HubertModel
 from culturemert.atomic import write_text
 from culturemert.model import load_encoder, save_encoder
 from culturemert.model.checkpoint import Preprocessing, encoder_preprocessing
-from culturemert.pretrain.checkpoint import (
-    load_checkpoint,
-    read_checkpoint,
-    rng_states,
-    save_checkpoint,
-    set_rng_states,
-)
+from culturemert.pretrain.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from culturemert.pretrain.data import (
     CropDataset,
     DataError,
@@ -48,6 +46,7 @@ from culturemert.pretrain.objective import PretrainingObjective
 from culturemert.pretrain.recipe import (
     PRECISIONS,
     EngineConfig,
+    OptimizerConfig,
     Recipe,
     StageConfig,
     recipe_to_dict,
@@ -87,6 +86,14 @@ class StagePlan:
 def make_fabric(engine: EngineConfig) -> Fabric:
     """A Fabric for the recipe's engine (DDP tolerates layerdrop's unused layers)."""
     strategy: Any = engine.strategy
+    on_cpu = engine.accelerator == "cpu" or (
+        engine.accelerator == "auto" and not torch.cuda.is_available()
+    )
+    if engine.strategy == "fsdp" and on_cpu:  # Lightning's FSDPStrategy refuses CPU devices
+        raise RunError(
+            "engine.strategy: fsdp shards the model over GPUs and Lightning does not run it on "
+            "CPU; use engine.strategy=ddp (gloo) for several CPU processes"
+        )
     if engine.strategy == "ddp":
         strategy = DDPStrategy(find_unused_parameters=True)
     elif engine.strategy == "fsdp":  # full state dicts keep checkpoints one portable file
@@ -97,6 +104,19 @@ def make_fabric(engine: EngineConfig) -> Fabric:
         num_nodes=engine.num_nodes,
         strategy=strategy,
         precision=PRECISIONS[engine.precision],
+    )
+
+
+def make_optimizer(
+    parameters: list[torch.nn.Parameter], config: OptimizerConfig, lr: float
+) -> torch.optim.AdamW:
+    """AdamW with a stage's settings (MERT's by default)."""
+    return torch.optim.AdamW(
+        parameters,
+        lr=lr,
+        betas=config.betas,
+        eps=config.eps,
+        weight_decay=config.weight_decay,
     )
 
 
@@ -158,7 +178,9 @@ def build_objective(recipe: Recipe) -> tuple[PretrainingObjective, Preprocessing
     return objective.train(), preprocessing
 
 
-def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False) -> list[Path]:
+def train(
+    recipe: Recipe, out_dir: str | Path, *, resume: bool = False, progress: bool = True
+) -> list[Path]:
     """Run the recipe's stages (or continue an interrupted run); return the exported encoders."""
     out_dir = Path(out_dir)
     checkpoint_path = out_dir / CHECKPOINT_FILE
@@ -172,7 +194,7 @@ def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False) -> list[
     fabric = make_fabric(recipe.engine)
     fabric.launch()
     plans, targets = plan_stages(recipe, fabric.world_size)
-    fabric.seed_everything(recipe.seed)  # the same new heads on every rank
+    fabric.seed_everything(recipe.seed, verbose=False)  # the same new heads on every rank
     objective, preprocessing = build_objective(recipe)
     position = (0, 0)
     if resume:
@@ -194,7 +216,7 @@ def train(recipe: Recipe, out_dir: str | Path, *, resume: bool = False) -> list[
             out_dir, resume_after=offsets[position[0]] + position[1] if resume else None
         )
     context = _RunContext(
-        fabric, recipe, objective, preprocessing, targets, checkpoint_path, metrics
+        fabric, recipe, objective, preprocessing, targets, checkpoint_path, metrics, progress
     )
     exported = []
     for plan in plans[position[0] :]:
@@ -215,6 +237,7 @@ class _RunContext:
     targets: TargetSet
     checkpoint_path: Path
     metrics: MetricsLog | None
+    progress: bool
 
 
 def _seed(*parts: int) -> int:
@@ -228,22 +251,16 @@ def _train_stage(
     """Updates ``start … steps − 1`` of one stage; returns the Fabric-wrapped model."""
     fabric, recipe, stage = context.fabric, context.recipe, plan.config
     parameters = set_trainable(context.objective, stage.trainable, f"{plan.where}.trainable")
-    optimizer = torch.optim.AdamW(
-        parameters,
-        lr=learning_rate(stage.schedule, start, stage.steps),
-        betas=stage.optimizer.betas,
-        eps=stage.optimizer.eps,
-        weight_decay=stage.optimizer.weight_decay,
+    optimizer = make_optimizer(
+        parameters, stage.optimizer, learning_rate(stage.schedule, start, stage.steps)
     )
     model, optimizer = fabric.setup(context.objective, optimizer)
     unreadable: set[str] = set()
-    saved_rng = None
     if restore:
         extra = load_checkpoint(
             fabric, context.checkpoint_path, {"model": model, "optimizer": optimizer}
         )
         unreadable = set(extra["data"]["unreadable"])
-        saved_rng = extra["rng"]
     crop_samples = round(stage.crop_seconds * SAMPLE_RATE)
     dataset = CropDataset(plan.sources, context.targets, crop_samples, recipe.seed, plan.index)
     loader = crop_loader(
@@ -256,24 +273,22 @@ def _train_stage(
         num_workers=recipe.data.num_workers,
     )
     batches = iter(fabric.setup_dataloaders(loader, use_distributed_sampler=False))
-    # Dropout and layerdrop draw from the global RNG: restore it, or seed it per rank.
-    if saved_rng is not None and fabric.global_rank == 0:
-        set_rng_states(saved_rng)
-    else:
-        torch.manual_seed(_seed(recipe.seed, plan.index, fabric.global_rank, start))
     audio_per_step = stage.crops_per_step * stage.crop_seconds
     bar = tqdm(
         total=stage.steps,
         initial=start,
         desc=f"stage {plan.index} {stage.name}",
         unit="step",
-        disable=fabric.global_rank != 0,
+        disable=not context.progress or fabric.global_rank != 0,
     )
     clock, audio_since_log = time.perf_counter(), 0.0
     for step in range(start, stage.steps):
         lr = learning_rate(stage.schedule, step, stage.steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        # Dropout and layerdrop draw from the global RNG: seeding it per rank and update makes
+        # a resumed run repeat them on every rank with no RNG state in the checkpoint.
+        torch.manual_seed(_seed(recipe.seed, plan.index, fabric.global_rank, step))
         stats, names = _accumulate(context, model, batches, plan, step, unreadable)
         stats = fabric.all_reduce(stats, reduce_op="mean")
         if not torch.isfinite(stats).all():
@@ -290,7 +305,11 @@ def _train_stage(
         done = step + 1
         audio_since_log += audio_per_step
         bar.update(1)
-        if done % recipe.log_every == 0 or done == stage.steps:
+        log_now = done % recipe.log_every == 0 or done == stage.steps
+        checkpoint_now = done % recipe.checkpoint_every == 0 or done == stage.steps
+        if log_now or checkpoint_now:
+            _merge_unreadable(fabric, unreadable)
+        if log_now:
             elapsed = time.perf_counter() - clock
             row = {
                 STEP_COLUMN: offset + done,
@@ -310,7 +329,7 @@ def _train_stage(
             if context.metrics is not None:
                 context.metrics.write(row)
             clock, audio_since_log = time.perf_counter(), 0.0
-        if done % recipe.checkpoint_every == 0 or done == stage.steps:
+        if checkpoint_now:
             save_checkpoint(
                 fabric,
                 context.checkpoint_path,
@@ -329,17 +348,18 @@ def _accumulate(
     unreadable: set[str],
 ) -> tuple[torch.Tensor, list[str]]:
     """Forward and backward over one update's micro-batches; mean loss, terms and accuracies."""
-    fabric, stage = context.fabric, plan.config
+    fabric, stage, seed = context.fabric, plan.config, context.recipe.seed
     total: torch.Tensor | None = None
     names: list[str] = []
     for micro in range(stage.accumulate):
         batch = next(batches)
         unreadable.update(batch["unreadable"])
-        generator = torch.Generator().manual_seed(
-            _seed(context.recipe.seed, plan.index, fabric.global_rank, step, micro)
+        noise = torch.Generator().manual_seed(
+            _seed(seed, plan.index, fabric.global_rank, step, micro)
         )
+        mask = _rank_mask(context, batch["waveforms"].shape, _seed(seed, plan.index, step, micro))
         with fabric.no_backward_sync(model, enabled=micro < stage.accumulate - 1):
-            output = model(batch["waveforms"], batch["codes"], generator=generator)
+            output = model(batch["waveforms"], batch["codes"], generator=noise, mask=mask)
             fabric.backward(output.loss / stage.accumulate)
         names = ["loss", *(f"loss_{k}" for k in output.terms), "masked_frames"]
         names += [f"accuracy_{k}" for k in range(len(output.accuracy))]
@@ -353,6 +373,29 @@ def _accumulate(
         )
         total = values if total is None else total + values
     return total / stage.accumulate, names
+
+
+def _rank_mask(context: _RunContext, shape: torch.Size, seed: int) -> torch.Tensor:
+    """This rank's rows of a span mask drawn for the micro-batch of all ranks together.
+
+    Every rank draws the same mask for the ``world_size × B`` clips of one micro-batch step, so
+    masking does not depend on how the clips are split over devices, and each row masks the
+    same number of frames: the mean of the ranks' losses is the loss of the whole batch.
+    """
+    fabric, objective = context.fabric, context.objective
+    rows, samples = shape
+    generator = torch.Generator().manual_seed(seed)
+    mask = objective.draw_mask(rows * fabric.world_size, objective.frame_count(samples), generator)
+    return mask[fabric.global_rank * rows : (fabric.global_rank + 1) * rows]
+
+
+def _merge_unreadable(fabric: Fabric, unreadable: set[str]) -> None:
+    """Add the files other ranks found unreadable, so logs and checkpoints count them all."""
+    if fabric.world_size > 1:
+        gathered: list[Any] = [None] * fabric.world_size
+        torch.distributed.all_gather_object(gathered, sorted(unreadable))
+        for paths in gathered:
+            unreadable.update(paths)
 
 
 def _checkpoint_state(
@@ -369,7 +412,6 @@ def _checkpoint_state(
         "optimizer": optimizer,
         "stage": stage_index,
         "step": step,
-        "rng": rng_states(),
         "data": {"unreadable": sorted(unreadable)},
         "encoder_config": encoder.config.to_dict(),
         "preprocessing": asdict(context.preprocessing),

@@ -133,10 +133,28 @@ class PretrainingObjective(nn.Module):
         )
         return torch.from_numpy(mask)
 
+    def frame_count(self, num_samples: int) -> int:
+        """Encoder frames for ``num_samples`` of audio (the CNN's kernels and strides applied)."""
+        frames = num_samples
+        for kernel, stride in zip(
+            self.encoder.config.conv_kernel, self.encoder.config.conv_stride, strict=True
+        ):
+            frames = (frames - kernel) // stride + 1
+        return max(frames, 0)
+
     def forward(
-        self, waveforms: Tensor, codes: Tensor, *, generator: torch.Generator | None = None
+        self,
+        waveforms: Tensor,
+        codes: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        mask: Tensor | None = None,
     ) -> ObjectiveOutput:
-        """Loss on a batch of clean ``[B, L]`` clips and their ``[B, K, T_labels]`` codes (−1: none)."""
+        """Loss on a batch of clean ``[B, L]`` clips and their ``[B, K, T_labels]`` codes (−1: none).
+
+        ``mask`` (``[B, T]`` bool) names the frames to mask; when omitted it is drawn from
+        ``generator``, which also drives the noise mixing.
+        """
         config = self.config
         if waveforms.dim() != 2:
             raise ValueError(f"waveforms must be [batch, samples], got {tuple(waveforms.shape)}")
@@ -149,7 +167,11 @@ class PretrainingObjective(nn.Module):
         feature_penalty = features.float().pow(2).mean()
         batch, frames = features.shape[0], features.shape[2]
         hidden = self.encoder.feature_projection(features.transpose(1, 2))
-        mask = self.draw_mask(batch, frames, generator).to(hidden.device)
+        if mask is None:
+            mask = self.draw_mask(batch, frames, generator)
+        elif tuple(mask.shape) != (batch, frames):
+            raise ValueError(f"mask must be [{batch}, {frames}], got {tuple(mask.shape)}")
+        mask = mask.to(hidden.device)
         hidden = torch.where(
             mask[..., None], self.encoder.masked_spec_embed.to(hidden.dtype), hidden
         )
