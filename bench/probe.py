@@ -4,22 +4,28 @@ Synthetic cached features (float16 ``[tracks, layers, dims]``, one window per tr
 30-tag signal whose strength varies with the layer. The full selection (every single layer and
 the learned weighting x 6 learning rates x 5 seeds, MLP probes) is timed with
 ``culturemert.evaluate.selection.select_probe``. The baseline trains each configuration alone,
-as a per-configuration script does: its own ``nn.Module``, ``torch.optim.Adam``, a shuffling
-``DataLoader`` and an epoch loop with scikit-learn validation ROC-AUC and early stopping. The
-baseline runs on a random subset of configurations (``--naive-configs``) and is extrapolated to
-the full grid from its mean time per configuration.
+as a per-configuration script does: its own ``nn.Module``, ``torch.optim.Adam`` with
+``ReduceLROnPlateau``, a shuffling ``DataLoader`` and an epoch loop with scikit-learn validation
+ROC-AUC and early stopping. The baseline runs on a random subset of configurations
+(``--naive-configs``) and is extrapolated to the full grid from its mean time per configuration.
+
+Both sides also report their achieved FLOP rate (the MLP's forward and backward matrix products
+of every probe-epoch actually run, plus the per-epoch validation forward) as a fraction of this
+machine's measured fp32 matmul rate: the same work is done on both sides, so the speed-up can
+not exceed the baseline's fraction's inverse.
 
     python bench/probe.py                       # the full protocol (slow on a few CPU cores)
-    python bench/probe.py --max-epochs 5        # every probe capped at 5 epochs
+    python bench/probe.py --tracks 2000 --max-epochs 10
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import os
 import random
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,6 +34,9 @@ from sklearn.metrics import roc_auc_score
 from culturemert.embedding import LayerWeighting
 from culturemert.evaluate.probes import WEIGHTED, ProbeSettings, WindowData
 from culturemert.evaluate.selection import SelectionConfig, probe_grid, select_probe
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine_line, matmul_rate  # noqa: E402
 
 
 def synthetic_splits(tracks: int, tags: int, layers: int, dims: int, seed: int = 0):
@@ -46,8 +55,26 @@ def synthetic_splits(tracks: int, tags: int, layers: int, dims: int, seed: int =
     return [WindowData(features[p], np.arange(len(p)), labels[p]) for p in parts]
 
 
-def naive_run(spec, train: WindowData, valid: WindowData, settings: ProbeSettings) -> float:
-    """One configuration trained alone; returns its best validation macro ROC-AUC."""
+def epoch_flops(weighted: bool, train: WindowData, valid: WindowData, hidden: int) -> float:
+    """Matrix-product FLOPs of one MLP probe-epoch: training steps and the validation pass.
+
+    Per window, forward ``2dh + 2ht`` and backward ``2dh + 4ht`` (weight gradients, and the
+    hidden layer's input gradient); a weighted probe also mixes ``l`` layers (``2ld`` each way)
+    and back-propagates into its input (``2dh``).
+    """
+    layers, dims = train.features.shape[1:]
+    tags = train.labels.shape[1]
+    forward = 2 * dims * hidden + 2 * hidden * tags + weighted * 2 * layers * dims
+    backward = (
+        2 * dims * hidden + 4 * hidden * tags + weighted * (2 * dims * hidden + 2 * layers * dims)
+    )
+    return len(train.features) * (forward + backward) + len(valid.features) * forward
+
+
+def naive_run(
+    spec, train: WindowData, valid: WindowData, settings: ProbeSettings
+) -> tuple[float, int]:
+    """One configuration trained alone; returns its best validation macro ROC-AUC and epochs."""
     torch.manual_seed(spec.seed)
     layers, dims = train.features.shape[1:]
     tags = train.labels.shape[1]
@@ -76,6 +103,9 @@ def naive_run(spec, train: WindowData, valid: WindowData, settings: ProbeSetting
     )
     x_valid = inputs(valid)
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=settings.lr_factor, patience=settings.lr_patience
+    )
     best, best_epoch, best_state = -np.inf, 0, None
     for epoch in range(settings.max_epochs):
         model.train()
@@ -89,12 +119,13 @@ def naive_run(spec, train: WindowData, valid: WindowData, settings: ProbeSetting
             scores = forward(x_valid).numpy()  # one window per track here
         kept = [j for j in range(tags) if 0 < valid.labels[:, j].sum() < len(valid.labels)]
         auc = float(np.mean([roc_auc_score(valid.labels[:, j], scores[:, j]) for j in kept]))
+        scheduler.step(auc)
         if auc > best:
             best, best_epoch, best_state = auc, epoch, copy.deepcopy(model.state_dict())
         elif epoch - best_epoch >= settings.patience:
             break
     model.load_state_dict(best_state)
-    return best
+    return best, epoch + 1
 
 
 def main() -> None:
@@ -115,43 +146,62 @@ def main() -> None:
     settings = ProbeSettings(max_epochs=args.max_epochs)
     config = SelectionConfig(kinds=("mlp",), seeds=args.seeds, probe=settings)
     grid = probe_grid(config, args.layers)
-    print(f"cores: {os.cpu_count()}, torch threads: {torch.get_num_threads()}")
+    print(machine_line())
+    peak = matmul_rate()
+    print(f"fp32 matmul rate (1536^3 products): {peak / 1e9:.1f} GFLOP/s")
     print(
         f"data: {args.tracks} tracks ({len(train.labels)}/{len(valid.labels)}/{len(test.labels)}),"
         f" {args.tags} tags, {args.layers} layers x {args.dims} dims; grid: {len(grid)} MLP "
         f"probes ({args.layers} layers + weighted, {len(config.learning_rates)} lrs, "
-        f"{args.seeds} seeds), max {args.max_epochs} epochs, patience {settings.patience}"
+        f"{args.seeds} seeds), max {args.max_epochs} epochs, patience {settings.patience}, "
+        f"lr x{settings.lr_factor} after {settings.lr_patience} flat epochs"
     )
+
+    def flops(layer, epochs: int) -> float:
+        return epochs * epoch_flops(layer == "weighted", train, valid, settings.hidden)
 
     start = time.perf_counter()
     selection = select_probe(train, valid, test, config, progress=False)
     batched = time.perf_counter() - start
     chosen = selection.chosen
+    batched_flops = sum(flops(row["layer"], sum(row["epochs"])) for row in selection.grid)
+    probe_epochs = sum(sum(row["epochs"]) for row in selection.grid)
     print(
         f"batched selection: {batched:.1f} s; chose layer {chosen['layer']}, lr {chosen['lr']}, "
-        f"validation ROC-AUC {chosen['validation_roc_auc']:.4f}"
+        f"validation ROC-AUC {chosen['validation_roc_auc']:.4f}; {probe_epochs} probe-epochs, "
+        f"{batched_flops / batched / 1e9:.1f} GFLOP/s = {batched_flops / batched / peak:.0%} "
+        "of the matmul rate"
     )
 
     sample = random.Random(0).sample(grid, min(args.naive_configs, len(grid)))
     start = time.perf_counter()
-    naive_scores = [naive_run(spec, train, valid, settings) for spec in sample]
+    naive_results = [naive_run(spec, train, valid, settings) for spec in sample]
     measured = time.perf_counter() - start
     naive = measured / len(sample) * len(grid)
+    naive_flops = sum(
+        flops("weighted" if spec.layer == WEIGHTED else spec.layer, epochs)
+        for spec, (_, epochs) in zip(sample, naive_results, strict=True)
+    )
+    naive_fraction = naive_flops / measured / peak
     batched_scores = {
         (row["layer"], row["lr"]): row["validation_roc_auc"] for row in selection.grid
     }
     print(
         f"one run per configuration: {measured:.1f} s for {len(sample)} random configurations "
-        f"of {len(grid)}; extrapolated to the full grid: {naive:.1f} s"
+        f"of {len(grid)}; extrapolated to the full grid: {naive:.1f} s; "
+        f"{naive_flops / measured / 1e9:.1f} GFLOP/s = {naive_fraction:.0%} of the matmul rate"
     )
-    for spec, score in zip(sample, naive_scores, strict=True):
+    for spec, (score, epochs) in zip(sample, naive_results, strict=True):
         key = ("weighted" if spec.layer == WEIGHTED else spec.layer, spec.lr)
         print(
             f"  layer {key[0]!s:>8} lr {spec.lr:<7g} seed {spec.seed}: naive validation "
-            f"ROC-AUC {score:.4f} (batched, mean over seeds: {batched_scores[key]:.4f})"
+            f"ROC-AUC {score:.4f} after {epochs} epochs (batched, mean over seeds: "
+            f"{batched_scores[key]:.4f})"
         )
     print(
         f"speed-up of the batched selection over one run per configuration: {naive / batched:.1f}x"
+        f" (ceiling with the batched side at the full matmul rate: {1 / naive_fraction:.1f}x "
+        "per FLOP)"
     )
 
 

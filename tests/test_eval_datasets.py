@@ -165,6 +165,9 @@ def test_ccml_datasets_on_real_splits(tmp_path, shared_data, name):
     assert tuple(len(real[s]) for s in ("train", "valid", "test")) == expected_sizes
     assert dataset.vocabulary == expected_top([tags[i] for i in real["train"]], CCML_SIZES[name])
     assert len(dataset.missing) == len(dataset.tracks)
+    # The protocol's truncation of long recordings (ccml's table), kept through save/load.
+    assert dataset.max_seconds == {"makam": 150, "hindustani": 780, "carnatic": 330}[name]
+    assert Dataset.load(dataset.save(tmp_path / "saved")).max_seconds == dataset.max_seconds
 
 
 def test_ccml_metadata_as_csv(tmp_path, shared_data):
@@ -432,6 +435,7 @@ def test_generic_manifest_with_grouped_validation(tmp_path):
     loaded = Dataset.load(saved)
     assert loaded.tracks == dataset.tracks
     assert loaded.vocabulary == dataset.vocabulary and loaded.missing == dataset.missing
+    assert loaded.max_seconds is None  # user datasets are encoded whole
 
 
 def test_generic_rejects_unknown_split_values(tmp_path):

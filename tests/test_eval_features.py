@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -95,6 +97,30 @@ def test_key_changes_with_encoder_audio_and_settings(tiny_encoder_dir, tracks, t
     sf.write(tracks[0].path, data * 0.5, 24000)
     assert audio_fingerprint(tracks) != before
     assert cache.entry(tracks, "train") != entry
+
+
+def test_long_recordings_are_cut_before_encoding(tiny_encoder_dir, tmp_path):
+    rate = 24000
+    wave = 0.3 * np.sin(2 * np.pi * 330 * np.arange(int(3.0 * rate)) / rate)
+    wave[int(1.2 * rate) :] += 0.5  # after the cut: would shift the normalisation if encoded
+    sf.write(tmp_path / "long.wav", wave.astype(np.float32), rate)
+    track = [Track("long", str(tmp_path / "long.wav"))]
+    settings = replace(settings_for(tiny_encoder_dir, window_seconds=0.5), normalize=True)
+    cache = FeatureCache(tiny_encoder_dir, tmp_path / "cache", settings, progress=False)
+    cut = cache.features(track, "makam-train", max_seconds=1.2)
+
+    kept = sf.read(tmp_path / "long.wav", dtype="float32")[0][: int(1.2 * rate)]
+    kept = (kept - kept.mean()) / np.sqrt(kept.var() + 1e-7)  # the encoder's own normalisation
+    expected = embed(load_encoder(tiny_encoder_dir), kept, window_seconds=0.5).transpose(1, 0, 2)
+    assert cut.features.shape == expected.shape  # 1.2 s in 0.5 s windows: 3, not 6
+    np.testing.assert_allclose(np.asarray(cut.features, np.float32), expected, atol=2e-3)
+
+    # Another cut, or none, is another cache entry; the same cut is the same entry.
+    entries = {cache.entry(track, "makam-train", seconds) for seconds in (None, 1.2, 2.0)}
+    assert len(entries) == 3 and cut.directory in entries
+    assert cache.features(track, "makam-train").features.shape[0] == 6
+    with pytest.raises(ValueError, match="max_seconds"):
+        cache.features(track, "makam-train", max_seconds=0)
 
 
 def test_no_usable_audio_is_a_clear_error(tiny_encoder_dir, tracks, tmp_path):

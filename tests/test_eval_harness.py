@@ -97,7 +97,7 @@ def test_validation_probe_scores_match_scikit_learn(tiny_encoder_dir, data_root,
     dataset = build_dataset("generic", data_root)
     settings = settings_for(tiny_encoder_dir, window_seconds=0.25)
     cache = FeatureCache(tiny_encoder_dir, tmp_path, settings, progress=False)
-    splits = [_split_data(dataset, s, cache, print) for s in ("train", "valid", "test")]
+    splits = [_split_data(dataset, s, cache, None, print) for s in ("train", "valid", "test")]
     selection = select_probe(*splits, SMALL, progress=False)
     labels = splits[1].labels
     per_seed = [
@@ -165,16 +165,17 @@ def test_evaluation_config_from_yaml_scores_like_the_dataclass(
     config_file = tmp_path / "eval.yaml"
     config_file.write_text(
         f"tasks: generic\ndata_root: {data_root}\nwindow_seconds: 0.25\n"
-        f"cache_dir: {tmp_path / 'cache'}\n"
+        f"cache_dir: {tmp_path / 'cache'}\nmax_seconds: {{generic: 0.5}}\n"
         "selection:\n  learning_rates: [0.003, 0.03]\n  seeds: 2\n"
-        "  probe: {hidden: 16, batch_size: 8, max_epochs: 8, patience: 3}\n"
+        "  probe: {hidden: 16, batch_size: 8, max_epochs: 8, patience: 3, lr_patience: 2}\n"
     )
     by_hand = EvaluationConfig(
         tasks=("generic",),
         data_root=str(data_root),
         window_seconds=0.25,
         cache_dir=str(tmp_path / "cache"),
-        selection=SMALL,
+        selection=replace(SMALL, probe=replace(SMALL.probe, lr_patience=2)),
+        max_seconds={"generic": 0.5},
     )
     assert load_evaluation_config(config_file) == by_hand
     assert validation_scorer(config_file)(tiny_encoder_dir) == pytest.approx(
@@ -183,3 +184,28 @@ def test_evaluation_config_from_yaml_scores_like_the_dataclass(
     config_file.write_text("tasks: generic\nwindow_secs: 3\n")
     with pytest.raises(ValueError, match="window_secs"):
         load_evaluation_config(config_file)
+    config_file.write_text("tasks: generic\nselection: {probe: {lr_factor: 2}}\n")
+    with pytest.raises(ValueError, match="lr_factor"):
+        load_evaluation_config(config_file)
+
+
+def test_truncation_defaults_overrides_and_errors(tiny_encoder_dir, data_root, tmp_path):
+    from culturemert.evaluate.datasets import DatasetError, build_dataset
+    from culturemert.evaluate.harness import audio_limit
+
+    dataset = build_dataset("generic", data_root)
+    assert audio_limit(replace(dataset, name="makam", max_seconds=150.0), EvaluationConfig()) == 150
+    override = EvaluationConfig(max_seconds={"makam": None, "generic": 0.3})
+    assert audio_limit(replace(dataset, name="makam", max_seconds=150.0), override) is None
+    config = replace(override, window_seconds=0.25, selection=SMALL, cache_dir=str(tmp_path))
+    results = evaluate_encoder(
+        tiny_encoder_dir, ["generic"], data_root, config, with_test=False, progress=False
+    )
+    assert results["config"]["max_seconds"] == {"generic": 0.3}
+    metas = [json.loads(meta.read_text()) for meta in tmp_path.glob("*/meta.json")]
+    assert len(metas) == 2 and {meta["max_seconds"] for meta in metas} == {0.3}
+    for bad in ({"makm": 10}, {"makam": -1}):
+        with pytest.raises(DatasetError, match="max_seconds"):
+            evaluate_encoder(
+                tiny_encoder_dir, ["generic"], data_root, replace(config, max_seconds=bad)
+            )

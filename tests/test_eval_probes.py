@@ -39,7 +39,8 @@ def sklearn_macro_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def reference_run(spec, params, row, train, valid, settings, layers):
-    """One probe trained alone: nn.Linear layers, torch.optim.Adam, sklearn validation AUC."""
+    """One probe trained alone: nn.Linear layers, torch.optim.Adam stepped down by
+    torch.optim.lr_scheduler.ReduceLROnPlateau, sklearn validation AUC."""
     mlp = torch.nn.Sequential(
         torch.nn.Linear(params["w1"].shape[1], settings.hidden),
         torch.nn.ReLU(),
@@ -58,12 +59,16 @@ def reference_run(spec, params, row, train, valid, settings, layers):
 
     modules = torch.nn.ModuleList([mlp, weighting])
     optimizer = torch.optim.Adam(modules.parameters(), lr=spec.lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=settings.lr_factor, patience=settings.lr_patience
+    )
     x_train = torch.from_numpy(train.features.astype(np.float32))
     y_train = torch.from_numpy(train.labels[train.track_index])
     x_valid = torch.from_numpy(valid.features.astype(np.float32))
     generator = torch.Generator().manual_seed(spec.seed)
-    history, best = [], None
+    history, rates, best = [], [], None
     for _ in range(settings.max_epochs):
+        rates.append(optimizer.param_groups[0]["lr"])
         order = torch.randperm(len(x_train), generator=generator)
         for start in range(0, len(order), settings.batch_size):
             idx = order[start : start + settings.batch_size]
@@ -81,28 +86,36 @@ def reference_run(spec, params, row, train, valid, settings, layers):
         history.append(sklearn_macro_auc(valid.labels, per_track))
         if history[-1] == max(history):
             best = (copy.deepcopy(modules), 1 / (1 + np.exp(-per_track)))
-    return np.array(history), best[1]
+        scheduler.step(history[-1])
+    return np.array(history), np.array(rates), best[1]
 
 
 def test_batched_probes_match_probes_trained_one_by_one():
     rng = np.random.default_rng(0)
     train = window_data(rng, tracks=60, windows_per_track=2, signal=2.0)
     valid = window_data(rng, tracks=30, windows_per_track=3, signal=2.0)
-    settings = ProbeSettings(hidden=16, dropout=0.0, batch_size=32, max_epochs=5, patience=100)
+    # A short plateau patience, so rates are halved (at different epochs) within the run.
+    settings = ProbeSettings(
+        hidden=16, dropout=0.0, batch_size=32, max_epochs=9, patience=100, lr_patience=1
+    )
     specs = [
-        ProbeSpec(1, 1e-2, seed=3),
-        ProbeSpec(WEIGHTED, 3e-3, seed=3),
+        ProbeSpec(1, 5e-3, seed=3),
+        ProbeSpec(WEIGHTED, 5e-3, seed=3),
         ProbeSpec(0, 5e-3, seed=7),
-    ]
+    ]  # one rate at first; the plateau schedule makes the probes' rates diverge
     run = train_probes(specs, train, valid, settings, progress=False)
     initial = init_params(specs, 3, 8, 4, settings)
     predictions = run.predict(valid)
     for row, spec in enumerate(specs):
-        history, best_probabilities = reference_run(spec, initial, row, train, valid, settings, 3)
+        history, rates, best_probabilities = reference_run(
+            spec, initial, row, train, valid, settings, 3
+        )
         np.testing.assert_allclose(run.history[row], history, atol=1e-5)
+        np.testing.assert_array_equal(run.lr_history[row], rates)
         assert run.best_epoch[row] == int(np.argmax(history))
         np.testing.assert_allclose(predictions[row], best_probabilities, atol=1e-5)
     assert run.best_score[0] > 0.8  # the probe on the informative layer learned something
+    assert len(set(run.lr_history[:, -1])) > 1  # the rates did diverge
 
 
 def test_linear_probe_is_a_single_affine_map():
@@ -132,7 +145,7 @@ def test_early_stopping_keeps_each_probes_best_epoch():
     # Only layer 1 is informative: layer-0 probes peak at once and stop, weighted ones later.
     train = window_data(rng, tracks=40, windows_per_track=1, dims=32)
     valid = window_data(rng, tracks=40, windows_per_track=2, dims=32)
-    settings = ProbeSettings(hidden=32, batch_size=16, max_epochs=25, patience=3)
+    settings = ProbeSettings(hidden=32, batch_size=16, max_epochs=25, patience=3, lr_factor=1.0)
     specs = [
         ProbeSpec(layer, lr, seed)
         for layer in (0, WEIGHTED)
@@ -150,6 +163,7 @@ def test_early_stopping_keeps_each_probes_best_epoch():
         # The weights returned are those of the best epoch, not the last one.
         restored = sklearn_macro_auc(valid.labels, predictions[row])
         assert restored == pytest.approx(np.nanmax(history), abs=1e-6)
+        assert set(run.lr_history[row, :ran]) == {specs[row].lr}  # factor 1: a constant rate
         stopped_early += ran < settings.max_epochs and history[ran - 1] < np.nanmax(history)
     assert stopped_early >= 2
 
@@ -159,6 +173,8 @@ def test_bad_input_is_reported():
     data = window_data(rng, tracks=10, windows_per_track=1)
     with pytest.raises(ValueError, match="out of range"):
         train_probes([ProbeSpec(5, 1e-3)], data, data, progress=False)
+    with pytest.raises(ValueError, match="lr_factor"):
+        ProbeSettings(lr_factor=0.0)
     constant = WindowData(data.features, data.track_index, np.zeros_like(data.labels))
     with pytest.raises(ValueError, match="validation split"):
         train_probes([ProbeSpec(0, 1e-3)], data, constant, progress=False)

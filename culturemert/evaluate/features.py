@@ -5,7 +5,8 @@ memory map), ``track_index.npy`` (window -> position in the entry's track list) 
 ``meta.json`` (track ids, tracks that could not be used and why, the key's ingredients). Its
 name is a hash of the encoder's weights, the audio files' bytes and the extraction settings, so
 a second evaluation of the same encoder on the same data reads it back instead of re-encoding,
-and any change to one of the three gives a new entry. Entries are written to a temporary folder
+and any change to one of the three (the truncation of long recordings included) gives a new
+entry. Entries are written to a temporary folder
 and renamed into place, so an interrupted extraction leaves nothing half-written.
 """
 
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 from transformers import HubertModel
 
 from culturemert.atomic import replace_directory
-from culturemert.audio import AudioError, audio_duration, load_audio
+from culturemert.audio import AudioError, audio_duration, load_audio, normalize_waveform
 from culturemert.embedding import embed
 from culturemert.manifest import Track
 from culturemert.model import encoder_preprocessing, load_encoder, read_preprocessing
@@ -149,31 +150,40 @@ class FeatureCache:
             self._encoder = load_encoder(self.source)
         return self._encoder
 
-    def entry(self, tracks: Sequence[Track], name: str) -> Path:
-        """The cache folder of ``tracks`` (split ``name``) for this encoder and these settings."""
+    def entry(self, tracks: Sequence[Track], name: str, max_seconds: float | None = None) -> Path:
+        """The cache folder of ``tracks`` (split ``name``, recordings cut after ``max_seconds``)
+        for this encoder and these settings."""
         key = {
             "format": FORMAT_VERSION,
             "encoder": self.fingerprint,
             "audio": audio_fingerprint(tracks),
             "settings": asdict(self.settings),
+            "max_seconds": max_seconds,
         }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
         return self.cache_dir / f"{name}-{digest[:32]}"
 
-    def features(self, tracks: Sequence[Track], name: str) -> SplitFeatures:
-        """Features of ``tracks``: read from the cache, or extracted and stored first."""
-        entry = self.entry(tracks, name)
+    def features(
+        self, tracks: Sequence[Track], name: str, max_seconds: float | None = None
+    ) -> SplitFeatures:
+        """Features of ``tracks``, each recording cut after ``max_seconds`` (None: whole):
+        read from the cache, or extracted and stored first."""
+        if max_seconds is not None and not max_seconds > 0:
+            raise ValueError(f"{name}: max_seconds must be positive or None, got {max_seconds}")
+        entry = self.entry(tracks, name, max_seconds)
         if not (entry / "meta.json").is_file():
-            self._extract(tracks, name, entry)
+            self._extract(tracks, name, entry, max_seconds)
         return read_entry(entry)
 
-    def _extract(self, tracks: Sequence[Track], name: str, entry: Path) -> None:
+    def _extract(
+        self, tracks: Sequence[Track], name: str, entry: Path, max_seconds: float | None
+    ) -> None:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=self.cache_dir))
         os.chmod(staging, 0o755)  # mkdtemp makes it private; the cache may be shared
         try:
             shape, track_index, kept, failed = self._encode_to(
-                staging / "features.raw", tracks, name
+                staging / "features.raw", tracks, name, max_seconds
             )
             raw = np.memmap(staging / "features.raw", dtype=np.float16, mode="r", shape=shape)
             np.save(staging / "features.npy", raw)
@@ -186,6 +196,7 @@ class FeatureCache:
                 "failed": failed,
                 "encoder": self.fingerprint,
                 "settings": asdict(self.settings),
+                "max_seconds": max_seconds,
             }
             (staging / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False))
             replace_directory(staging, entry)
@@ -193,10 +204,13 @@ class FeatureCache:
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
-    def _encode_to(self, raw_file: Path, tracks: Sequence[Track], name: str):
+    def _encode_to(
+        self, raw_file: Path, tracks: Sequence[Track], name: str, max_seconds: float | None
+    ):
         """Append each track's ``[windows, layers, dims]`` float16 block to ``raw_file``."""
         settings = self.settings
-        seconds = sum(audio_duration(t.path) for t in tracks)
+        limit = np.inf if max_seconds is None else max_seconds
+        seconds = sum(min(audio_duration(t.path), limit) for t in tracks)
         bar = tqdm(
             total=round(seconds, 1),
             desc=f"features {name}",
@@ -211,9 +225,11 @@ class FeatureCache:
         with raw_file.open("wb") as out:
             for track in tracks:
                 try:
-                    waveform = load_audio(
-                        track.path, settings.sample_rate, normalize=settings.normalize
-                    )
+                    waveform = load_audio(track.path, settings.sample_rate)
+                    if max_seconds is not None:
+                        waveform = waveform[: round(max_seconds * settings.sample_rate)]
+                    if settings.normalize:  # over the audio the encoder sees, as a cut file
+                        waveform = normalize_waveform(waveform)
                     pooled = embed(
                         self.encoder,
                         waveform,
@@ -222,7 +238,7 @@ class FeatureCache:
                     )
                 except (AudioError, ValueError) as error:
                     failed[track.track_id] = str(error)
-                    bar.update(round(audio_duration(track.path), 1))
+                    bar.update(round(min(audio_duration(track.path), limit), 1))
                     continue
                 blocks = pooled[:, None] if settings.window_seconds is None else pooled
                 blocks = np.ascontiguousarray(blocks.transpose(1, 0, 2), dtype=np.float16)

@@ -42,6 +42,9 @@ class EvaluationConfig:
     pool: str = "mean"
     threshold: float = 0.5
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    # Seconds of each recording encoded, per task (None: whole); unset tasks keep their
+    # dataset's published truncation (makam 150 s, Hindustani 780 s, Carnatic 330 s).
+    max_seconds: dict[str, float | None] = field(default_factory=dict)
     cache_dir: str | None = None  # default: $CULTUREMERT_CACHE or ~/.cache/culturemert/features
 
 
@@ -80,13 +83,39 @@ def check_tasks(tasks: Sequence[str]) -> list[str]:
     return list(tasks)
 
 
+def check_max_seconds(max_seconds: dict[str, float | None]) -> None:
+    """Raise a :class:`DatasetError` for a truncation of an unknown task or a non-positive one."""
+    if not isinstance(max_seconds, dict):
+        raise DatasetError(f"max_seconds must map task names to seconds, got {max_seconds!r}")
+    unknown = [task for task in max_seconds if task not in ADAPTERS]
+    bad = {
+        task: s
+        for task, s in max_seconds.items()
+        if s is not None and not (isinstance(s, (int, float)) and s > 0)
+    }
+    if unknown or bad:
+        raise DatasetError(
+            f"max_seconds: unknown task(s) {unknown} or non-positive seconds {bad}; "
+            f"known tasks: {', '.join(ADAPTERS)}"
+        )
+
+
+def audio_limit(dataset: Dataset, config: EvaluationConfig) -> float | None:
+    """Seconds of each of ``dataset``'s recordings to encode: the config's, else the dataset's."""
+    return config.max_seconds.get(dataset.name, dataset.max_seconds)
+
+
 def _split_data(
-    dataset: Dataset, split: str, cache: FeatureCache, log: Callable[[str], None]
+    dataset: Dataset,
+    split: str,
+    cache: FeatureCache,
+    max_seconds: float | None,
+    log: Callable[[str], None],
 ) -> WindowData:
     tracks = dataset.split(split)
     if not tracks:
         raise DatasetError(f"{dataset.name}: the {split} split has no tracks with audio")
-    features = cache.features(tracks, f"{dataset.name}-{split}")
+    features = cache.features(tracks, f"{dataset.name}-{split}", max_seconds)
     if features.failed:
         log(f"{dataset.name} {split}: {features.failure_summary()}")
     by_id = {t.track_id: t for t in tracks}
@@ -107,7 +136,8 @@ def evaluate_task(
     if dataset.missing:
         log(dataset.missing_summary())
     splits = SPLITS if with_test else ("train", "valid")
-    data = {split: _split_data(dataset, split, cache, log) for split in splits}
+    limit = audio_limit(dataset, config)
+    data = {split: _split_data(dataset, split, cache, limit, log) for split in splits}
     try:
         selection = select_probe(
             data["train"], data["valid"], data.get("test"), config.selection, progress=progress
@@ -151,6 +181,7 @@ def evaluate_encoder(
 ) -> Results:
     """Evaluate ``model`` (a checkpoint folder or a loaded encoder) on ``tasks``: a results dict."""
     tasks = check_tasks(tasks)
+    check_max_seconds(config.max_seconds)
     config = replace(config, tasks=tuple(tasks), data_root=str(data_root))
     name = name or _model_name(model)
     if not isinstance(model, torch.nn.Module):
@@ -163,7 +194,12 @@ def evaluate_encoder(
     results: Results = {
         "model": name,
         "culturemert_version": __version__,
-        "config": {**asdict(config), "extraction": asdict(settings), "encoder": cache.fingerprint},
+        "config": {
+            **asdict(config),
+            "max_seconds": {task: audio_limit(d, config) for task, d in datasets.items()},
+            "extraction": asdict(settings),
+            "encoder": cache.fingerprint,
+        },
         "versions": library_versions(),
         "tasks": {},
     }

@@ -4,14 +4,17 @@ A probe reads one hidden layer, or a learnable softmax weighting of all layers (
 uniform, as :class:`culturemert.embedding.LayerWeighting`), and predicts tags with BCE-with-logits,
 Adam and batch 64. Instead of one training run per (layer, learning rate, seed), every weight
 carries a leading probe axis and goes through ``torch.bmm``: one pass over the data trains the
-whole grid. Each probe keeps its own early stopping on validation macro ROC-AUC and its own
-best weights; probes that have stopped leave the computation. Probes with the same seed share
-an initialisation and a shuffling of the training windows (``torch.randperm`` driven by a
-generator seeded with that seed, one permutation per epoch).
+whole grid. Each probe keeps its own early stopping on validation macro ROC-AUC, its own best
+weights and its own learning rate, lowered as ``torch.optim.lr_scheduler.ReduceLROnPlateau``
+(mode max, torch's default threshold, cooldown and minimum) lowers it after ``lr_patience``
+epochs without a gain; probes that have stopped leave the computation. Probes with the same
+seed share an initialisation and a shuffling of the training windows (``torch.randperm``
+driven by a generator seeded with that seed, one permutation per epoch).
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +29,8 @@ KINDS = ("mlp", "linear")
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
 _EVAL_FLOATS = 1 << 25  # activations held at once when scoring (128 MB of float32)
+_PLATEAU_THRESHOLD = 1e-4  # ReduceLROnPlateau's defaults: relative gain needed, smallest change
+_PLATEAU_EPS = 1e-8
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,16 @@ class ProbeSettings:
     dropout: float = 0.2
     batch_size: int = 64
     max_epochs: int = 100
-    patience: int = 10
+    patience: int = 10  # early stopping: epochs without a better validation ROC-AUC
+    lr_factor: float = 0.5  # ReduceLROnPlateau: rate *= factor (1.0: constant rate) ...
+    lr_patience: int = 3  # ... after this many epochs without a gain
+
+    def __post_init__(self):
+        if not 0.0 < self.lr_factor <= 1.0 or self.lr_patience < 0:
+            raise ValueError(
+                f"lr_factor must be in (0, 1] and lr_patience >= 0, got {self.lr_factor} "
+                f"and {self.lr_patience}"
+            )
 
 
 @dataclass
@@ -75,6 +89,7 @@ class ProbeRun:
     best_epoch: np.ndarray  # [probes], 0-based
     best_score: np.ndarray  # [probes], validation macro ROC-AUC at the best epoch
     history: np.ndarray  # [probes, epochs], validation macro ROC-AUC (nan once stopped)
+    lr_history: np.ndarray  # [probes, epochs], learning rate of each epoch (nan once stopped)
 
     def predict(self, data: WindowData, probes: list[int] | None = None) -> np.ndarray:
         """Track probabilities ``[probes, tracks, tags]``: window logits averaged per track."""
@@ -158,49 +173,51 @@ def _singles_first(params: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Ten
     return {k: v[order] for k, v in params.items()}, order.argsort()
 
 
-def _head(weights: list[torch.Tensor], settings: ProbeSettings, x: torch.Tensor) -> torch.Tensor:
+def _by_kind(params: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+    """Views of the single-layer probes' params and of the weighted ones' (singles come first)."""
+    single = int((params["layer"] != WEIGHTED).sum())
+    return {k: v[:single] for k, v in params.items()}, {k: v[single:] for k, v in params.items()}
+
+
+def _head(weights: dict[str, torch.Tensor], settings: ProbeSettings, x: torch.Tensor):
     """Linear or MLP head over ``x [probes, batch, dims]`` with weights ``w1, b1[, w2, b2]``."""
-    hidden = torch.baddbmm(weights[1], x, weights[0])
+    hidden = torch.baddbmm(weights["b1"], x, weights["w1"])
     if settings.kind == "linear":
         return hidden
     hidden = F.dropout(torch.relu(hidden), settings.dropout, torch.is_grad_enabled())
-    return torch.baddbmm(weights[3], hidden, weights[2])
+    return torch.baddbmm(weights["b2"], hidden, weights["w2"])
 
 
 def _forward(
-    params: dict[str, torch.Tensor],
+    kinds: tuple[dict, dict],
     settings: ProbeSettings,
     features: torch.Tensor,
     slot: torch.Tensor,
 ) -> torch.Tensor:
     """Logits ``[probes, batch, tags]``; probe ``p`` reads the batch ``features[slot[p]]``.
 
-    ``features`` is ``[slots, batch, layers, dims]``: one batch per shuffling (seed). Probes
-    must come single-layer first: those read their layer without a gradient to the input (as a
-    probe trained alone would), and only the weighted ones back-propagate into their mixing.
-    Dropout is active while gradients are recorded.
+    ``kinds`` holds the single-layer probes' params and the weighted ones' (:func:`_by_kind`),
+    in that order; ``features`` is ``[slots, batch, layers, dims]``, one batch per shuffling
+    (seed). Single-layer probes read their layer without a gradient to the input (as a probe
+    trained alone would); weighted ones back-propagate into their mixing. Keeping the two kinds
+    in separate tensors spares the backward pass a copy of every weight gradient. Dropout is
+    active while gradients are recorded.
     """
-    layer = params["layer"]
-    single = int((layer != WEIGHTED).sum())
-    sizes = [single, len(layer) - single]
-    names = ["w1", "b1", "w2", "b2"] if settings.kind == "mlp" else ["w1", "b1"]
-    if 0 in sizes:  # one kind only: no split, whose backward would copy every gradient
-        singles = weighted = [params[name] for name in names]
-    else:  # split() rather than slicing: its backward concatenates instead of zero-filling
-        singles, weighted = zip(*(params[name].split(sizes) for name in names), strict=True)
+    singles, weighted = kinds
+    single = len(singles["layer"])
     logits = []
     if single:
-        x = features[slot[:single], :, layer[:single]]  # [probes, batch, dims]
-        logits.append(_head(list(singles), settings, x))
-    if sizes[1]:
-        mixing = torch.softmax(params["mix"][single:], dim=-1)
+        x = features[slot[:single], :, singles["layer"]]  # [probes, batch, dims]
+        logits.append(_head(singles, settings, x))
+    if len(weighted["layer"]):
+        mixing = torch.softmax(weighted["mix"], dim=-1)
         slots = slot[single:]
         groups = [torch.nonzero(slots == s).flatten() for s in slots.unique()]
         pieces = [
             torch.einsum("bld,pl->pbd", features[slots[rows[0]]], mixing[rows]) for rows in groups
         ]
         x = torch.cat(pieces)[torch.cat(groups).argsort()]
-        logits.append(_head(list(weighted), settings, x))
+        logits.append(_head(weighted, settings, x))
     return torch.cat(logits)
 
 
@@ -218,10 +235,39 @@ def _track_logits(
     with torch.no_grad():
         for start in range(0, len(index), chunk):
             x = torch.from_numpy(np.array(data.features[start : start + chunk], dtype=np.float32))
-            logits = _forward(params, settings, x[None], same_batch)
+            logits = _forward(_by_kind(params), settings, x[None], same_batch)
             total.index_add_(1, index[start : start + chunk], logits)
     counts = torch.bincount(index, minlength=tracks).clamp(min=1)
     return (total / counts[None, :, None])[inverse]
+
+
+@dataclass
+class Plateau:
+    """``ReduceLROnPlateau(mode="max")`` state per probe: its rate, best score, epochs without gain."""
+
+    rate: np.ndarray  # float64, as torch keeps a param group's rate
+    best: np.ndarray
+    bad_epochs: np.ndarray
+
+    @classmethod
+    def start(cls, rates: list[float]) -> Plateau:
+        """Every probe at its initial rate, with no score seen yet."""
+        n = len(rates)
+        return cls(np.array(rates, dtype=np.float64), np.full(n, -np.inf), np.zeros(n, int))
+
+    def step(self, scores: np.ndarray, factor: float, patience: int) -> None:
+        """One epoch's validation scores in; each stalled probe's rate multiplied by ``factor``."""
+        better = scores > self.best * (1 + _PLATEAU_THRESHOLD)
+        self.best = np.where(better, scores, self.best)
+        self.bad_epochs = np.where(better, 0, self.bad_epochs + 1)
+        reduce = self.bad_epochs > patience
+        lowered = self.rate * factor
+        self.rate = np.where(reduce & (self.rate - lowered > _PLATEAU_EPS), lowered, self.rate)
+        self.bad_epochs[reduce] = 0
+
+    def subset(self, keep: np.ndarray) -> Plateau:
+        """The state of the probes selected by the boolean mask ``keep``."""
+        return Plateau(self.rate[keep], self.best[keep], self.bad_epochs[keep])
 
 
 def _adam_step(
@@ -229,20 +275,17 @@ def _adam_step(
     grads: list[torch.Tensor],
     moments: list[torch.Tensor],
     squares: list[torch.Tensor],
-    lr: list[float],
+    rates: np.ndarray,
     step: int,
 ) -> None:
-    """``torch.optim.Adam``'s fused update, one call per learning rate over per-probe slices.
+    """``torch.optim.Adam``'s fused update of ``[probes, ...]`` tensors, each probe at its rate.
 
-    Updating probe by probe keeps each slice's weights and moments in cache, and one rate per
-    call gives every probe its own.
+    One call per run of adjacent probes sharing a rate, on contiguous slices: the fused kernel
+    is several times faster on a few large tensors than on a long list of per-probe ones.
     """
-    for rate in sorted(set(lr)):
-        rows = [i for i, r in enumerate(lr) if r == rate]
-        views = [
-            [tensor[i] for tensor in group for i in rows]
-            for group in (params, grads, moments, squares)
-        ]
+    bounds = [0, *(np.flatnonzero(np.diff(rates)) + 1).tolist(), len(rates)]
+    for low, high in itertools.pairwise(bounds):
+        views = [[t[low:high] for t in group] for group in (params, grads, moments, squares)]
         with torch.no_grad():
             adam(
                 *views,
@@ -252,7 +295,7 @@ def _adam_step(
                 amsgrad=False,
                 beta1=_ADAM_BETAS[0],
                 beta2=_ADAM_BETAS[1],
-                lr=rate,
+                lr=float(rates[low]),
                 weight_decay=0.0,
                 eps=_ADAM_EPS,
                 maximize=False,
@@ -282,13 +325,12 @@ def train_probes(
 
     state, inverse = _singles_first(init_params(specs, layers, dims, tags, settings))
     specs_in_order = [specs[i] for i in inverse.argsort()]
-    trained = [k for k in state if k != "layer"]
-    for name in trained:
-        state[name].requires_grad_(True)
-    moments = [torch.zeros_like(state[k]) for k in trained]
-    squares = [torch.zeros_like(state[k]) for k in trained]
-    best = {k: v.detach().clone() for k, v in state.items()}
-    lr = torch.tensor([s.lr for s in specs_in_order])
+    heads = [k for k in state if k not in ("layer", "mix")]
+    learned = (heads, [*heads, "mix"])  # what single-layer and weighted probes learn
+    moments = {k: torch.zeros_like(state[k]) for k in learned[1]}
+    squares = {k: torch.zeros_like(state[k]) for k in learned[1]}
+    best = {k: v.clone() for k, v in state.items()}
+    plateau = Plateau.start([s.lr for s in specs_in_order])
     seeds = sorted({s.seed for s in specs})
     slot = torch.tensor([seeds.index(s.seed) for s in specs_in_order])
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
@@ -296,6 +338,7 @@ def train_probes(
     best_score = np.full(len(specs), -np.inf)
     best_epoch = np.full(len(specs), -1)
     history = np.full((len(specs), settings.max_epochs), np.nan)
+    lr_history = history.copy()
 
     bar = tqdm(
         total=settings.max_epochs,
@@ -310,31 +353,38 @@ def train_probes(
             orders = torch.stack([torch.randperm(windows, generator=g) for g in generators])
             for start in range(0, windows, settings.batch_size):
                 batch = orders[:, start : start + settings.batch_size]
-                logits = _forward(state, settings, x_train[batch].float(), slot)
+                # Leaves sharing the state's memory, one set per kind of probe.
+                kinds = tuple(
+                    {k: v.detach().requires_grad_(k in keys) for k, v in part.items()}
+                    for part, keys in zip(_by_kind(state), learned, strict=True)
+                )
+                present = [kind for kind in (0, 1) if len(kinds[kind]["layer"])]
+                logits = _forward(kinds, settings, x_train[batch].float(), slot)
                 targets = y_train[batch][slot]
                 loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+                leaves = [kinds[kind][k] for kind in present for k in learned[kind]]
                 # Summing per-probe means keeps every probe's gradient its own.
-                grads = torch.autograd.grad(
-                    loss.mean(dim=(1, 2)).sum(),
-                    [state[k] for k in trained],
-                    materialize_grads=True,  # ``mix`` is unused when no probe is weighted
-                )
+                grads = iter(torch.autograd.grad(loss.mean(dim=(1, 2)).sum(), leaves))
                 step += 1
-                _adam_step(
-                    [state[k] for k in trained],
-                    list(grads),
-                    moments,
-                    squares,
-                    lr[active].tolist(),
-                    step,
-                )
+                single = len(kinds[0]["layer"])
+                for kind in present:
+                    rows = slice(0, single) if kind == 0 else slice(single, None)
+                    _adam_step(
+                        [state[k][rows] for k in learned[kind]],
+                        [next(grads) for _ in learned[kind]],
+                        [moments[k][rows] for k in learned[kind]],
+                        [squares[k][rows] for k in learned[kind]],
+                        plateau.rate[rows],
+                        step,
+                    )
 
-            params = {k: v.detach() for k, v in state.items()}
-            scores = macro_roc_auc(_track_logits(params, settings, valid), valid_labels).numpy()
+            scores = macro_roc_auc(_track_logits(state, settings, valid), valid_labels).numpy()
             rows = active.numpy()
             history[rows, epoch] = scores
+            lr_history[rows, epoch] = plateau.rate
+            plateau.step(scores, settings.lr_factor, settings.lr_patience)
             improved = scores > best_score[rows]
-            for name, value in params.items():
+            for name, value in state.items():
                 best[name][torch.as_tensor(rows[improved])] = value[torch.as_tensor(improved)]
             best_score[rows[improved]] = scores[improved]
             best_epoch[rows[improved]] = epoch
@@ -344,10 +394,10 @@ def train_probes(
             if not keep.any():
                 break
             if not keep.all():  # drop stopped probes from the batched model and its optimiser
-                active, slot = active[keep], slot[keep]
-                state = {k: v.detach()[keep].requires_grad_(k != "layer") for k, v in state.items()}
-                moments = [m[keep] for m in moments]
-                squares = [v[keep] for v in squares]
+                active, slot, plateau = active[keep], slot[keep], plateau.subset(keep.numpy())
+                state = {k: v[keep] for k, v in state.items()}
+                moments = {k: m[keep] for k, m in moments.items()}
+                squares = {k: v[keep] for k, v in squares.items()}
     bar.close()
     return ProbeRun(  # back in the caller's order
         specs=list(specs),
@@ -356,4 +406,5 @@ def train_probes(
         best_epoch=best_epoch[inverse.numpy()],
         best_score=best_score[inverse.numpy()],
         history=history[inverse.numpy(), : epoch + 1],
+        lr_history=lr_history[inverse.numpy(), : epoch + 1],
     )

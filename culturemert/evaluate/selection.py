@@ -44,7 +44,7 @@ class Selection:
     """The chosen configuration, the validation score of every configuration, test predictions."""
 
     chosen: dict  # kind, layer (int or "weighted"), lr, validation mean/std, best epochs
-    grid: list[dict]  # one row per (kind, layer, lr): validation mean and std over seeds
+    grid: list[dict]  # per (kind, layer, lr): validation mean and std over seeds, epochs run
     valid_scores: np.ndarray  # [seeds, tracks, tags] probabilities of the chosen configuration
     test_scores: np.ndarray | None  # [seeds, tracks, tags]
     layer_weights: list[float] | None = None  # mean learned weights, when the weighting won
@@ -100,6 +100,7 @@ def select_probe(
                         "lr": spec.lr,
                         "validation_roc_auc": float(np.mean(scores)),
                         "validation_std": float(np.std(scores)),
+                        "epochs": np.sum(~np.isnan(run.history[rows]), axis=1).tolist(),
                     }
                 )
                 if (

@@ -36,12 +36,14 @@ class Dataset:
     ``tracks`` is the dataset as published, whether or not the audio is on disk; ``missing``
     lists the ids of listed tracks without an audio file, so a partial copy is reported rather
     than silently shrunk. :meth:`split` returns only the tracks that can be evaluated.
+    ``max_seconds`` is how much of each recording the published evaluation encodes (None: all).
     """
 
     name: str
     tracks: list[Track]
     vocabulary: list[str]
     missing: list[str] = field(default_factory=list)
+    max_seconds: float | None = None
 
     def split(self, name: str) -> list[Track]:
         """Tracks of split ``name`` (train/valid/test) whose audio file exists."""
@@ -76,7 +78,11 @@ class Dataset:
         target = Path(directory)
         with atomic_directory(target) as staging:
             write_manifest(staging / MANIFEST_FILE, self.tracks)
-            payload = {"name": self.name, "vocabulary": self.vocabulary}
+            payload = {
+                "name": self.name,
+                "vocabulary": self.vocabulary,
+                "max_seconds": self.max_seconds,
+            }
             text = json.dumps(payload, ensure_ascii=False, indent=1)
             (staging / VOCABULARY_FILE).write_text(text)
         return target
@@ -95,7 +101,12 @@ class Dataset:
             tracks = read_manifest(directory / MANIFEST_FILE)
         except ManifestError as error:
             raise DatasetError(str(error)) from None
-        return make_dataset(payload["name"], tracks, vocabulary=payload["vocabulary"])
+        return make_dataset(
+            payload["name"],
+            tracks,
+            vocabulary=payload["vocabulary"],
+            max_seconds=payload.get("max_seconds"),
+        )
 
 
 def top_tags(tracks: Iterable[Track], n: int | None) -> list[str]:
@@ -116,7 +127,12 @@ def check_splits(name: str, tracks: Sequence[Track]) -> None:
 
 
 def make_dataset(
-    name: str, tracks: list[Track], *, top_n: int | None = None, vocabulary: list[str] | None = None
+    name: str,
+    tracks: list[Track],
+    *,
+    top_n: int | None = None,
+    vocabulary: list[str] | None = None,
+    max_seconds: float | None = None,
 ) -> Dataset:
     """Check the splits, build the vocabulary from the training split, and find missing audio."""
     check_splits(name, tracks)
@@ -129,7 +145,7 @@ def make_dataset(
     if not vocabulary:
         raise DatasetError(f"{name}: the training split has no tags, so there is nothing to probe")
     missing = [t.track_id for t in tracks if not Path(t.path).is_file()]
-    return Dataset(name=name, tracks=tracks, vocabulary=list(vocabulary), missing=missing)
+    return Dataset(name, tracks, list(vocabulary), missing, max_seconds)
 
 
 def require_files(name: str, root: Path, relative: Sequence[str]) -> None:
