@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from culturemert.cli import main
 from culturemert.embedding import embed
 from culturemert.evaluate.handcrafted import handcrafted_features, is_handcrafted
 from culturemert.evaluate.harness import EvaluationConfig, evaluate_encoder
 from culturemert.evaluate.probes import ProbeSettings
+from culturemert.evaluate.results import load_results
 from culturemert.evaluate.selection import SelectionConfig
 from culturemert.teachers.features import frame_features
 
@@ -40,15 +42,17 @@ def test_unknown_kinds_are_named():
         handcrafted_features("features:mfc+chroma")
 
 
-def test_chroma_probes_tell_pitch_classes_apart(tmp_path):
+@pytest.fixture(scope="module")
+def pitch_classes(tmp_path_factory):
     """C and F♯ tones in three octaves: only the pitch class decides the tag."""
+    root = tmp_path_factory.mktemp("pitch")
     rng = np.random.default_rng(1)
-    (tmp_path / "generic").mkdir()
+    (root / "generic").mkdir()
     rows = []
     for i in range(36):
         pitch_class = "F#" if i % 2 else "C"
         hz = (369.99 if i % 2 else 261.63) * 2.0 ** ((i // 2) % 3 - 1)
-        sf.write(tmp_path / "generic" / f"{i}.wav", tone(hz, 0.5, rng), 24000)
+        sf.write(root / "generic" / f"{i}.wav", tone(hz, 0.5, rng), 24000)
         split = "train" if i < 20 else "valid" if i < 28 else "test"
         rows.append(
             {
@@ -58,7 +62,11 @@ def test_chroma_probes_tell_pitch_classes_apart(tmp_path):
                 "split": split,
             }
         )
-    (tmp_path / "generic" / "manifest.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n")
+    (root / "generic" / "manifest.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n")
+    return root
+
+
+def test_chroma_probes_tell_pitch_classes_apart(pitch_classes, tmp_path):
     config = EvaluationConfig(
         window_seconds=None,
         selection=SelectionConfig(
@@ -70,6 +78,21 @@ def test_chroma_probes_tell_pitch_classes_apart(tmp_path):
         cache_dir=str(tmp_path / "cache"),
     )
     features = handcrafted_features("features:chroma")
-    results = evaluate_encoder(features, ["generic"], tmp_path, config, progress=False)
+    results = evaluate_encoder(features, ["generic"], pitch_classes, config, progress=False)
+    assert results["model"] == "features:chroma"
     assert results["tasks"]["generic"]["metrics"]["roc_auc"]["mean"] == 1.0
     assert results["config"]["extraction"]["normalize"] is False
+
+
+def test_cli_evaluates_hand_made_features_on_cut_audio(pitch_classes, tmp_path, capsys):
+    out = tmp_path / "results.json"
+    options = ["--tasks", "generic", "--data-root", str(pitch_classes), "--out", str(out)]
+    options += ["--cache", str(tmp_path), "--seeds", "1", "--probes", "linear", "--lrs", "1e-2"]
+    options += ["--max-epochs", "2", "--window-seconds", "0", "--quiet"]
+    assert main(["evaluate", "features:chroma", *options, "--max-seconds", "generic=0.25"]) == 0
+    results = load_results(out)
+    assert results["model"] == "features:chroma"
+    assert results["config"]["max_seconds"] == {"generic": 0.25}
+    with pytest.raises(SystemExit):  # argparse's usage error
+        main(["evaluate", "features:chroma", *options, "--max-seconds", "generic"])
+    assert "expected TASK=SECONDS" in capsys.readouterr().err

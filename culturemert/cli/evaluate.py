@@ -19,6 +19,13 @@ def _window(text: str) -> float | None:
     return None if value <= 0 else value
 
 
+def _cut(text: str) -> tuple[str, float | None]:
+    task, _, seconds = text.partition("=")
+    if not task or not seconds:
+        raise argparse.ArgumentTypeError(f"expected TASK=SECONDS or TASK=none, got {text!r}")
+    return task.strip(), None if seconds.strip().lower() == "none" else float(seconds)
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``evaluate`` and its arguments."""
     parser = subparsers.add_parser(
@@ -30,7 +37,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "seeds as mean ± std. Writes a results JSON and prints the paper's two tables."
         ),
     )
-    parser.add_argument("model", help="Hugging Face-layout encoder folder or hub id")
+    parser.add_argument(
+        "model",
+        help="Hugging Face-layout encoder folder, hub id, or hand-made features as a reference "
+        "(features:mfcc+chroma; kinds mfcc, logmel, chroma joined by '+')",
+    )
     parser.add_argument(
         "--tasks",
         required=True,
@@ -52,6 +63,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="window length; 0 embeds each track whole (default: %(default)s)",
     )
     parser.add_argument("--pool", choices=["mean", "max", "mean+std"], default="mean")
+    parser.add_argument(
+        "--max-seconds",
+        type=_cut,
+        action="append",
+        default=[],
+        metavar="TASK=SECONDS",
+        help="encode only the first SECONDS of each of TASK's recordings (none: whole); "
+        "defaults as in the tagging studies: makam 150, hindustani 780, carnatic 330",
+    )
     parser.add_argument(
         "--probes",
         type=_names,
@@ -76,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
     from culturemert.audio import AudioError
     from culturemert.evaluate.datasets import DatasetError
+    from culturemert.evaluate.handcrafted import handcrafted_features, is_handcrafted
     from culturemert.evaluate.harness import EvaluationConfig, evaluate_encoder
     from culturemert.evaluate.report import markdown_report
     from culturemert.evaluate.results import save_results
@@ -91,10 +112,12 @@ def run(args: argparse.Namespace) -> int:
         pool=args.pool,
         selection=selection,
         cache_dir=args.cache,
+        max_seconds=dict(args.max_seconds),
     )
     try:
+        model = handcrafted_features(args.model) if is_handcrafted(args.model) else args.model
         results = evaluate_encoder(
-            args.model,
+            model,
             args.tasks,
             args.data_root,
             config,

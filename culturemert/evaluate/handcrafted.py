@@ -33,6 +33,11 @@ class HandcraftedConfig:
         """The config as a plain dict (what fingerprints read)."""
         return asdict(self)
 
+    @property
+    def name_or_path(self) -> str:
+        """How results name these features."""
+        return f"{PREFIX}{self.kinds}"
+
 
 class HandcraftedFeatures(nn.Module):
     """Frame features of ``kinds`` (e.g. ``"mfcc+chroma"``) as a single hidden 'layer'."""

@@ -176,6 +176,8 @@ def run_pipeline(
             log(f"{number[step.name]} {step.name} ({step.kind}): up to date")
         else:
             waiting.append(step)
+    # Steps that many others wait for start first, so the longest chain is not held up.
+    waiting.sort(key=lambda step: -len(pipeline.dependants({step.name})))
 
     bar = tqdm(total=len(pipeline.steps), desc="pipeline", unit="step", disable=not progress)
     bar.update(len(outcomes))
