@@ -33,6 +33,7 @@ def run_concat(settings: Concat, context) -> Path:
 @dataclass
 class Broken:
     message: str
+    inputs: list[str] = field(default_factory=list)
 
 
 def run_broken(settings: Broken, context) -> Path:
@@ -127,10 +128,10 @@ def test_parallel_steps_give_the_outputs_of_a_sequential_run(tmp_path):
 
 def test_a_failing_parallel_step_is_named_and_independent_steps_keep_their_outputs(tmp_path):
     raw = diamond()
-    raw["steps"]["b"] = {"kind": "broken", "message": "out of tune"}
+    raw["steps"]["b"] = {"kind": "broken", "message": "out of tune", "inputs": ["@a"]}
     with pytest.raises(StepError, match=r"step 'b' \(broken\) failed: RuntimeError: out of tune"):
         run(raw, tmp_path, jobs=2)
-    assert (tmp_path / "d" / "value.txt").read_text() == "a+d"  # ran beside b
+    assert (tmp_path / "d" / "value.txt").read_text() == "a+d"  # started beside b, let finish
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "d", "logs"]
 

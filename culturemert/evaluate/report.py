@@ -229,13 +229,20 @@ def family_bars_png(runs: Sequence[Results], task: str) -> str | None:
     width = 0.8 / len(having)
     for k, metric in enumerate(("roc_auc", "map")):
         axes = figure.add_subplot(1, 2, k + 1)
+        # ROC-AUC bars grow up or down from chance (50), so scores below it stay visible.
+        chance = 50.0 if metric == "roc_auc" else 0.0
+        lowest = chance
         for i, (label, run) in enumerate(having):
             per_family = run["tasks"][task]["per_family"]
-            values = [100 * per_family.get(f, {}).get(metric, np.nan) for f in families]
-            axes.bar(np.arange(len(families)) + i * width, values, width, label=label)
+            values = np.array([100 * per_family.get(f, {}).get(metric, np.nan) for f in families])
+            lowest = min(lowest, np.nanmin(values, initial=chance))
+            x = np.arange(len(families)) + i * width
+            axes.bar(x, values - chance, width, bottom=chance, label=label)
         axes.set_xticks(np.arange(len(families)) + width * (len(having) - 1) / 2, families)
         axes.set_title(f"{METRIC_TITLES[metric]} (%)")
-        axes.set_ylim(50 if metric == "roc_auc" else 0, 100)  # ROC-AUC: 50 is chance
+        axes.set_ylim(10 * np.floor(lowest / 10), 100)
+        if chance:
+            axes.axhline(chance, color="0.4", linewidth=0.8, linestyle="--")
     figure.suptitle(f"{TASK_TITLES.get(task, task)}: per tag family")
     figure.legend(*axes.get_legend_handles_labels(), loc="outside right upper", fontsize=8)
     return figure_png(figure)
