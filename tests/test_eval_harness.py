@@ -59,6 +59,8 @@ def test_end_to_end_results_and_cache_reuse(tiny_encoder_dir, data_root, tmp_pat
     assert entry["tracks"] == {"train": 20, "valid": 8, "test": 8}
     assert entry["missing_audio"] == 1
     assert entry["excluded_tags"] == 0
+    low, high = entry["roc_auc_interval"]
+    assert 0.0 <= low <= high <= 1.0  # of the seed-averaged predictions
 
     grid = entry["validation"]["grid"]
     assert len(grid) == 2 * 4 * 2  # probe kinds x (3 layers + weighting) x learning rates

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from culturemert.evaluate.metrics import summarize_seeds, tag_family, tagging_metrics
+from culturemert.evaluate.metrics import (
+    bootstrap_roc_auc,
+    summarize_seeds,
+    tag_family,
+    tagging_metrics,
+)
 
 TAGS = [
     "raga--yaman",
@@ -122,3 +127,19 @@ def test_tag_family():
     assert tag_family("instruments--Voice") == "instruments"
     assert tag_family("makam--Hicaz--x") == "makam"
     assert tag_family("guitar") == "tag"
+
+
+def test_bootstrap_interval_matches_resampling_with_scikit_learn():
+    """Same resampled rows as the function draws; ties and rare tags included."""
+    rng = np.random.default_rng(3)
+    y_true = (rng.random((30, 6)) < [0.5, 0.3, 0.2, 0.1, 0.05, 0.5]).astype(int)
+    y_score = np.round(rng.random((30, 6)) + 0.5 * y_true, 1)  # rounding makes ties
+    low, high = bootstrap_roc_auc(y_true, y_score, resamples=400, seed=7)
+    values = []
+    for rows in np.random.default_rng(7).integers(0, 30, (400, 30)):
+        truth, score = y_true[rows], y_score[rows]
+        kept = [j for j in range(6) if 0 < truth[:, j].sum() < 30]
+        values.append(np.mean([roc_auc_score(truth[:, j], score[:, j]) for j in kept]))
+    assert (low, high) == pytest.approx(tuple(np.percentile(values, [2.5, 97.5])), abs=1e-12)
+    kept = [j for j in range(6) if 0 < y_true[:, j].sum() < 30]
+    assert low < np.mean([roc_auc_score(y_true[:, j], y_score[:, j]) for j in kept]) < high

@@ -51,6 +51,7 @@ def constructed_results():
                 },
                 "excluded_tags": 2,
                 "missing_audio": 3,
+                "roc_auc_interval": [0.83, 0.89],
             },
             "makam": {
                 "metrics": {
@@ -107,6 +108,7 @@ def test_report_tables_hold_the_numbers(report):
     mert_f1 = next(line for line in f1_table.splitlines() if line.startswith("| MERT-v1-95M"))
     assert mert_f1.endswith(f"| {sum(MERT_F1) / 12:.1f} |") and "| 49.3 |" in mert_f1
     assert "layer 7, mlp, lr 0.001" in markdown
+    assert "test tracks spans up to Lyra ±3.0 points" in markdown
     assert "a negative test example: Lyra 2 (my-encoder)." in markdown
     assert "without an audio file, not evaluated: Lyra 3 (my-encoder)." in markdown
     assert "arXiv:2506.17818" in markdown
@@ -117,7 +119,7 @@ def test_counts_shared_by_every_model_are_noted_once():
     other["model"] = "other-encoder"
     other["tasks"]["makam"]["excluded_tags"] = 1
     notes = markdown_report([constructed_results(), other]).split("\n\n")[-1].splitlines()
-    assert notes[0] == (
+    assert notes[1] == (
         "- Tags left out of the averages for want of a positive or a negative test example: "
         "Lyra 2; Turkish-makam 1 (other-encoder)."
     )

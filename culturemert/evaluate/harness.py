@@ -23,6 +23,7 @@ import torch
 from culturemert import __version__
 from culturemert.evaluate.datasets import ADAPTERS, SPLITS, Dataset, DatasetError, build_dataset
 from culturemert.evaluate.features import FeatureCache, settings_for
+from culturemert.evaluate.metrics import bootstrap_roc_auc
 from culturemert.evaluate.probes import WindowData
 from culturemert.evaluate.results import Results, TaskResult
 from culturemert.evaluate.selection import SelectionConfig, seed_metrics, select_probe
@@ -160,11 +161,12 @@ def evaluate_task(
     entry["tracks"] = {s: int(len(data[s].labels)) for s in splits}
     entry["missing_audio"] = len(dataset.missing)
     if with_test:
+        labels = data["test"].labels
         entry.update(
-            seed_metrics(
-                selection.test_scores, data["test"].labels, dataset.vocabulary, config.threshold
-            )
+            seed_metrics(selection.test_scores, labels, dataset.vocabulary, config.threshold)
         )
+        # Seed-averaged predictions, resampled over test tracks: the noise of the split itself.
+        entry["roc_auc_interval"] = list(bootstrap_roc_auc(labels, selection.test_scores.mean(0)))
     return entry
 
 

@@ -129,8 +129,27 @@ def _count_note(runs: Sequence[Results], field: str, what: str) -> str | None:
     return f"{what}: {'; '.join(parts)}." if parts else None
 
 
+def _interval_note(runs: Sequence[Results]) -> str | None:
+    """The widest 95% bootstrap interval of test ROC-AUC per task, as ± points."""
+    widest: dict[str, float] = {}
+    for run in runs:
+        for task, entry in run["tasks"].items():
+            if entry.get("roc_auc_interval"):
+                low, high = entry["roc_auc_interval"]
+                widest[task] = max(widest.get(task, 0.0), 50 * (high - low))
+    if not widest:
+        return None
+    parts = [f"{TASK_TITLES.get(task, task)} ±{width:.1f}" for task, width in widest.items()]
+    return (
+        "Test-split noise: the 95% bootstrap interval of ROC-AUC over resampled test tracks "
+        f"spans up to {'; '.join(parts)} points (widest over models); smaller differences "
+        "between models could come from the draw of test tracks alone."
+    )
+
+
 def _notes(runs: Sequence[Results]) -> list[str]:
     notes = [
+        _interval_note(runs),
         _count_note(
             runs,
             "excluded_tags",

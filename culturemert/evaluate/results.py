@@ -16,6 +16,7 @@ One JSON object per run; every metric value is a fraction in [0, 1] (reports pri
           "per_tag": {"makam--Hicaz": {"roc_auc": ..., "map": ..., "f1": ...}, ...},
           "per_family": {"makam": {"roc_auc": ..., "map": ..., "micro_f1": ..., "macro_f1": ...}},
           "excluded_tags": 0,                        # tags without both classes in test
+          "roc_auc_interval": [0.87, 0.92],          # 95% bootstrap over test tracks
           "tracks": {"train": 3709, ...},            # tracks evaluated per split
           "missing_audio": 0,                        # listed tracks without an audio file
           "validation": {...}                        # selection details (grid, best epochs...)
@@ -68,6 +69,7 @@ class TaskResult(TypedDict, total=False):
     per_tag: dict[str, dict[str, float]]
     per_family: dict[str, dict[str, float]]
     excluded_tags: int
+    roc_auc_interval: list[float]
     tracks: dict[str, int]
     missing_audio: int
     validation: dict
