@@ -163,20 +163,16 @@ def run_pipeline(
     keys = step_keys(pipeline)
     outputs = {step.name: run_dir / step.name for step in pipeline.steps}
     number = {step.name: f"[{i}/{len(pipeline.steps)}]" for i, step in enumerate(pipeline.steps, 1)}
-    products: dict[str, Path] = {}
     outcomes: dict[str, StepOutcome] = {}
-    waiting: list[StepSpec] = []
     for step in pipeline.steps:
         record = read_record(outputs[step.name])
         if record and record.get("key") == keys[step.name] and step.name not in forced:
-            products[step.name] = outputs[step.name] / record["product"]
-            outcomes[step.name] = StepOutcome(
-                step.name, step.kind, "cached", 0.0, products[step.name]
-            )
+            product = outputs[step.name] / record["product"]
+            outcomes[step.name] = StepOutcome(step.name, step.kind, "cached", 0.0, product)
             log(f"{number[step.name]} {step.name} ({step.kind}): up to date")
-        else:
-            waiting.append(step)
+    products = {name: outcome.product for name, outcome in outcomes.items()}
     # Steps that many others wait for start first, so the longest chain is not held up.
+    waiting = [step for step in pipeline.steps if step.name not in outcomes]
     waiting.sort(key=lambda step: -len(pipeline.dependants({step.name})))
 
     bar = tqdm(total=len(pipeline.steps), desc="pipeline", unit="step", disable=not progress)
