@@ -96,7 +96,6 @@ def run(args: argparse.Namespace) -> int:
 
     from culturemert.audio import AudioError
     from culturemert.evaluate.datasets import DatasetError
-    from culturemert.evaluate.handcrafted import handcrafted_features, is_handcrafted
     from culturemert.evaluate.harness import EvaluationConfig, evaluate_encoder
     from culturemert.evaluate.report import markdown_report
     from culturemert.evaluate.results import save_results
@@ -115,9 +114,8 @@ def run(args: argparse.Namespace) -> int:
         max_seconds=dict(args.max_seconds),
     )
     try:
-        model = handcrafted_features(args.model) if is_handcrafted(args.model) else args.model
         results = evaluate_encoder(
-            model,
+            args.model,
             args.tasks,
             args.data_root,
             config,

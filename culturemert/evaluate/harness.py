@@ -23,6 +23,7 @@ import torch
 from culturemert import __version__
 from culturemert.evaluate.datasets import ADAPTERS, SPLITS, Dataset, DatasetError, build_dataset
 from culturemert.evaluate.features import FeatureCache, settings_for
+from culturemert.evaluate.handcrafted import handcrafted_features, is_handcrafted
 from culturemert.evaluate.metrics import bootstrap_roc_auc
 from culturemert.evaluate.probes import WindowData
 from culturemert.evaluate.results import Results, TaskResult
@@ -181,12 +182,15 @@ def evaluate_encoder(
     progress: bool = True,
     log: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
 ) -> Results:
-    """Evaluate ``model`` (a checkpoint folder or a loaded encoder) on ``tasks``: a results dict."""
+    """Evaluate ``model`` (a checkpoint folder, a loaded encoder, or ``features:KINDS`` for
+    hand-made features) on ``tasks``: a results dict."""
     tasks = check_tasks(tasks)
     check_max_seconds(config.max_seconds)
     config = replace(config, tasks=tuple(tasks), data_root=str(data_root))
     name = name or _model_name(model)
-    if not isinstance(model, torch.nn.Module):
+    if is_handcrafted(model):
+        model = handcrafted_features(model)
+    elif not isinstance(model, torch.nn.Module):
         model = resolve_source(model)  # a hub id becomes its local snapshot
     datasets = {task: build_dataset(task, data_root) for task in tasks}  # all errors up front
     settings = settings_for(model, pool=config.pool, window_seconds=config.window_seconds)

@@ -11,13 +11,10 @@ import json
 import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from culturemert.pipeline.report import ReportSettings, run_report
 from culturemert.pipeline.runner import StepContext, StepKind
-
-if TYPE_CHECKING:
-    import torch
 
 
 @dataclass
@@ -202,7 +199,7 @@ def evaluation_config(protocol: dict[str, Any], context: StepContext):
 
 
 def evaluate_on_manifests(
-    encoder: str | torch.nn.Module, tasks: dict[str, str], config, *, name: str, progress: bool
+    encoder: str, tasks: dict[str, str], config, *, name: str, progress: bool
 ) -> dict:
     """Probe ``encoder`` on each task given as a manifest (the generic adapter), under the
     task's own name; one results dict."""
@@ -289,12 +286,10 @@ class EvaluateSettings:
 
 def run_evaluate(settings: EvaluateSettings, context: StepContext) -> Path:
     """Evaluate; the product is the results file."""
-    from culturemert.evaluate.handcrafted import handcrafted_features, is_handcrafted
     from culturemert.evaluate.results import save_results
 
-    encoder = settings.encoder
     results = evaluate_on_manifests(
-        handcrafted_features(encoder) if is_handcrafted(encoder) else encoder,
+        settings.encoder,
         settings.tasks,
         evaluation_config(settings.protocol, context),
         name=settings.name,
