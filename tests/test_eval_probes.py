@@ -41,17 +41,21 @@ def sklearn_macro_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 def reference_run(spec, params, row, train, valid, settings, layers):
     """One probe trained alone: nn.Linear layers, torch.optim.Adam stepped down by
     torch.optim.lr_scheduler.ReduceLROnPlateau, sklearn validation AUC."""
-    mlp = torch.nn.Sequential(
-        torch.nn.Linear(params["w1"].shape[1], settings.hidden),
-        torch.nn.ReLU(),
-        torch.nn.Linear(settings.hidden, params["w2"].shape[2]),
-    )
+    dims = params["w1"].shape[1]
+    if settings.kind == "mlp":
+        tags = params["w2"].shape[2]
+        mlp = torch.nn.Sequential(
+            torch.nn.Linear(dims, settings.hidden),
+            torch.nn.ReLU(),
+            torch.nn.Linear(settings.hidden, tags),
+        )
+    else:
+        mlp = torch.nn.Sequential(torch.nn.Linear(dims, params["w1"].shape[2]))
     weighting = LayerWeighting(layers)
     with torch.no_grad():
-        mlp[0].weight.copy_(params["w1"][row].T)
-        mlp[0].bias.copy_(params["b1"][row, 0])
-        mlp[2].weight.copy_(params["w2"][row].T)
-        mlp[2].bias.copy_(params["b2"][row, 0])
+        for module, name in zip(mlp[::2], ("1", "2"), strict=False):
+            module.weight.copy_(params[f"w{name}"][row].T)
+            module.bias.copy_(params[f"b{name}"][row, 0])
 
     def logits(x):
         x = weighting(x) if spec.layer == WEIGHTED else x[:, spec.layer]
@@ -90,13 +94,14 @@ def reference_run(spec, params, row, train, valid, settings, layers):
     return np.array(history), np.array(rates), best[1]
 
 
-def test_batched_probes_match_probes_trained_one_by_one():
+@pytest.mark.parametrize("kind", ["mlp", "linear"])
+def test_batched_probes_match_probes_trained_one_by_one(kind):
     rng = np.random.default_rng(0)
     train = window_data(rng, tracks=60, windows_per_track=2, signal=2.0)
     valid = window_data(rng, tracks=30, windows_per_track=3, signal=2.0)
     # A short plateau patience, so rates are halved (at different epochs) within the run.
     settings = ProbeSettings(
-        hidden=16, dropout=0.0, batch_size=32, max_epochs=9, patience=100, lr_patience=1
+        kind, hidden=16, dropout=0.0, batch_size=32, max_epochs=9, patience=100, lr_patience=1
     )
     specs = [
         ProbeSpec(1, 5e-3, seed=3),
@@ -114,7 +119,8 @@ def test_batched_probes_match_probes_trained_one_by_one():
         np.testing.assert_array_equal(run.lr_history[row], rates)
         assert run.best_epoch[row] == int(np.argmax(history))
         np.testing.assert_allclose(predictions[row], best_probabilities, atol=1e-5)
-    assert run.best_score[0] > 0.8  # the probe on the informative layer learned something
+    # The probe on the informative layer learned something.
+    assert run.best_score[0] > (0.8 if kind == "mlp" else 0.6)
     assert len(set(run.lr_history[:, -1])) > 1  # the rates did diverge
 
 
@@ -178,3 +184,60 @@ def test_bad_input_is_reported():
     constant = WindowData(data.features, data.track_index, np.zeros_like(data.labels))
     with pytest.raises(ValueError, match="validation split"):
         train_probes([ProbeSpec(0, 1e-3)], data, constant, progress=False)
+
+
+def test_written_out_gradients_equal_autograd_with_dropout_and_layer_mixing():
+    """ProbePasses' gradients against torch autograd through the same dropout masks."""
+    from culturemert.evaluate.probe_math import ProbePasses
+
+    layers, windows, dims, tags, size = 3, 20, 8, 4, 6
+    settings = ProbeSettings(hidden=16, dropout=0.25)
+    specs = [ProbeSpec(2, 1e-3, seed=0), ProbeSpec(0, 1e-3, seed=1), ProbeSpec(WEIGHTED, 1e-3, 1)]
+    params = init_params(specs, layers, dims, tags, settings)
+    params["mix"] = torch.randn(len(specs), layers)  # away from uniform: a real softmax
+    table = torch.randn(layers, windows, dims)
+    batch = torch.stack([torch.randperm(windows)[:size] for _ in range(2)])
+    slot = torch.tensor([0, 1, 1])
+    targets = (torch.rand(2, size, tags) < 0.5).float()
+    passes = ProbePasses("mlp", settings.dropout)
+    logits = passes.logits(
+        params, 2, table, batch, slot, [np.random.default_rng(p) for p in range(3)]
+    )
+    grads = {k: v.clone() for k, v in passes.gradients(params, logits.clone(), targets).items()}
+
+    for p, spec in enumerate(specs):
+        leaves = {k: params[k][p].clone().requires_grad_() for k in ("w1", "b1", "w2", "b2", "mix")}
+        windows_of_slot = table[:, batch[slot[p]]]  # [layers, batch, dims]
+        if spec.layer == WEIGHTED:
+            x = torch.einsum("l,lbd->bd", torch.softmax(leaves["mix"], 0), windows_of_slot)
+        else:
+            x = windows_of_slot[spec.layer]
+        keep = np.random.default_rng(p).random((size, settings.hidden), dtype=np.float32) >= 0.25
+        hidden = torch.relu(x @ leaves["w1"] + leaves["b1"]) * torch.from_numpy(keep) / 0.75
+        expected = hidden @ leaves["w2"] + leaves["b2"]
+        torch.testing.assert_close(logits[p], expected, rtol=1e-5, atol=1e-6)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(expected, targets[slot[p]])
+        loss.backward()
+        for name, leaf in leaves.items():
+            reference = leaf.grad if name != "mix" or spec.layer == WEIGHTED else torch.zeros(3)
+            torch.testing.assert_close(grads[name][p], reference, rtol=1e-4, atol=1e-7)
+
+
+def test_training_on_several_threads_gives_the_one_thread_result():
+    rng = np.random.default_rng(5)
+    train = window_data(rng, tracks=50, windows_per_track=2)
+    valid = window_data(rng, tracks=20, windows_per_track=1)
+    settings = ProbeSettings(hidden=16, batch_size=16, max_epochs=4)  # dropout on
+    specs = [
+        ProbeSpec(layer, lr, seed)
+        for layer in (0, 1, WEIGHTED)
+        for lr, seed in ((1e-3, 0), (1e-2, 1))
+    ]
+    runs = []
+    for threads in (1, 3):
+        torch.set_num_threads(threads)
+        runs.append(train_probes(specs, train, valid, settings, progress=False))
+    assert torch.get_num_threads() == 3  # restored after training
+    np.testing.assert_allclose(runs[0].history, runs[1].history, rtol=1e-6)
+    for name in runs[0].params:
+        torch.testing.assert_close(runs[0].params[name], runs[1].params[name], rtol=1e-5, atol=1e-7)

@@ -3,25 +3,32 @@
 A probe reads one hidden layer, or a learnable softmax weighting of all layers (initialised
 uniform, as :class:`culturemert.embedding.LayerWeighting`), and predicts tags with BCE-with-logits,
 Adam and batch 64. Instead of one training run per (layer, learning rate, seed), every weight
-carries a leading probe axis and goes through ``torch.bmm``: one pass over the data trains the
-whole grid. Each probe keeps its own early stopping on validation macro ROC-AUC, its own best
-weights and its own learning rate, lowered as ``torch.optim.lr_scheduler.ReduceLROnPlateau``
-(mode max, torch's default threshold, cooldown and minimum) lowers it after ``lr_patience``
-epochs without a gain; probes that have stopped leave the computation. Probes with the same
-seed share an initialisation and a shuffling of the training windows (``torch.randperm``
-driven by a generator seeded with that seed, one permutation per epoch).
+carries a leading probe axis and goes through batched products (:mod:`.probe_math`): one pass
+over the data trains the whole grid, split into blocks of probes, one per thread. Each probe
+keeps its own early stopping on validation macro ROC-AUC, its own best weights and its own
+learning rate, lowered as ``torch.optim.lr_scheduler.ReduceLROnPlateau`` (mode max, torch's
+default threshold, cooldown and minimum) lowers it after ``lr_patience`` epochs without a gain;
+probes that have stopped leave the computation. Probes with the same seed share an
+initialisation and a shuffling of the training windows (``torch.randperm`` driven by a
+generator seeded with that seed, one permutation per epoch); each probe draws its dropout masks
+from its own stream, so its result does not depend on the other probes or on the thread count.
 """
 
 from __future__ import annotations
 
 import itertools
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.optim.adam import adam
 from tqdm.auto import tqdm
+
+from culturemert.evaluate.probe_math import ProbePasses
 
 #: ``ProbeSpec.layer`` of a probe on the learnable softmax weighting of all layers.
 WEIGHTED = -1
@@ -78,6 +85,12 @@ class WindowData:
                 f"track index per window ({len(self.track_index)} given)"
             )
 
+    @cached_property
+    def by_layer(self) -> torch.Tensor:
+        """The features in memory as ``[layers, windows, dims]``, in their stored precision."""
+        layers_first = np.asarray(self.features).transpose(1, 0, 2)
+        return torch.from_numpy(np.array(layers_first, order="C"))  # a copy, even of a memmap
+
 
 @dataclass
 class ProbeRun:
@@ -94,8 +107,10 @@ class ProbeRun:
     def predict(self, data: WindowData, probes: list[int] | None = None) -> np.ndarray:
         """Track probabilities ``[probes, tracks, tags]``: window logits averaged per track."""
         rows = torch.as_tensor(range(len(self.specs)) if probes is None else probes)
-        params = {name: value[rows] for name, value in self.params.items()}
-        logits = _track_logits(params, self.settings, data)
+        params, inverse = _singles_first({name: value[rows] for name, value in self.params.items()})
+        singles = int((params["layer"] != WEIGHTED).sum())
+        passes = ProbePasses(self.settings.kind, self.settings.dropout)
+        logits = _track_logits(params, singles, data, passes)[inverse]
         return torch.sigmoid(logits.double()).numpy()  # float64: no ties from saturation
 
     def layer_weights(self) -> np.ndarray:
@@ -173,72 +188,22 @@ def _singles_first(params: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Ten
     return {k: v[order] for k, v in params.items()}, order.argsort()
 
 
-def _by_kind(params: dict[str, torch.Tensor]) -> tuple[dict, dict]:
-    """Views of the single-layer probes' params and of the weighted ones' (singles come first)."""
-    single = int((params["layer"] != WEIGHTED).sum())
-    return {k: v[:single] for k, v in params.items()}, {k: v[single:] for k, v in params.items()}
-
-
-def _head(weights: dict[str, torch.Tensor], settings: ProbeSettings, x: torch.Tensor):
-    """Linear or MLP head over ``x [probes, batch, dims]`` with weights ``w1, b1[, w2, b2]``."""
-    hidden = torch.baddbmm(weights["b1"], x, weights["w1"])
-    if settings.kind == "linear":
-        return hidden
-    hidden = F.dropout(torch.relu(hidden), settings.dropout, torch.is_grad_enabled())
-    return torch.baddbmm(weights["b2"], hidden, weights["w2"])
-
-
-def _forward(
-    kinds: tuple[dict, dict],
-    settings: ProbeSettings,
-    features: torch.Tensor,
-    slot: torch.Tensor,
-) -> torch.Tensor:
-    """Logits ``[probes, batch, tags]``; probe ``p`` reads the batch ``features[slot[p]]``.
-
-    ``kinds`` holds the single-layer probes' params and the weighted ones' (:func:`_by_kind`),
-    in that order; ``features`` is ``[slots, batch, layers, dims]``, one batch per shuffling
-    (seed). Single-layer probes read their layer without a gradient to the input (as a probe
-    trained alone would); weighted ones back-propagate into their mixing. Keeping the two kinds
-    in separate tensors spares the backward pass a copy of every weight gradient. Dropout is
-    active while gradients are recorded.
-    """
-    singles, weighted = kinds
-    single = len(singles["layer"])
-    logits = []
-    if single:
-        x = features[slot[:single], :, singles["layer"]]  # [probes, batch, dims]
-        logits.append(_head(singles, settings, x))
-    if len(weighted["layer"]):
-        mixing = torch.softmax(weighted["mix"], dim=-1)
-        slots = slot[single:]
-        groups = [torch.nonzero(slots == s).flatten() for s in slots.unique()]
-        pieces = [
-            torch.einsum("bld,pl->pbd", features[slots[rows[0]]], mixing[rows]) for rows in groups
-        ]
-        x = torch.cat(pieces)[torch.cat(groups).argsort()]
-        logits.append(_head(weighted, settings, x))
-    return torch.cat(logits)
-
-
 def _track_logits(
-    params: dict[str, torch.Tensor], settings: ProbeSettings, data: WindowData
+    params: dict[str, torch.Tensor], singles: int, data: WindowData, passes: ProbePasses
 ) -> torch.Tensor:
-    """Window logits averaged per track: ``[probes, tracks, tags]``."""
-    params, inverse = _singles_first(params)
+    """Window logits averaged per track, ``[probes, tracks, tags]``; single-layer probes first."""
     probes, dims, width = params["w1"].shape
     chunk = max(1, _EVAL_FLOATS // (probes * (dims + width)))
     index = torch.as_tensor(np.asarray(data.track_index), dtype=torch.long)
     tracks, tags = data.labels.shape
     total = torch.zeros(probes, tracks, tags)
     same_batch = torch.zeros(probes, dtype=torch.long)
-    with torch.no_grad():
-        for start in range(0, len(index), chunk):
-            x = torch.from_numpy(np.array(data.features[start : start + chunk], dtype=np.float32))
-            logits = _forward(_by_kind(params), settings, x[None], same_batch)
-            total.index_add_(1, index[start : start + chunk], logits)
+    for start in range(0, len(index), chunk):
+        windows = torch.arange(start, min(start + chunk, len(index)))
+        logits = passes.logits(params, singles, data.by_layer, windows[None], same_batch)
+        total.index_add_(1, index[windows], logits)
     counts = torch.bincount(index, minlength=tracks).clamp(min=1)
-    return (total / counts[None, :, None])[inverse]
+    return total / counts[None, :, None]
 
 
 @dataclass
@@ -302,6 +267,90 @@ def _adam_step(
             )
 
 
+@dataclass
+class _Grid:
+    """The probes still training (single-layer ones first), their optimiser and dropout state."""
+
+    state: dict[str, torch.Tensor]  # weights; ``layer`` says what each probe reads
+    moments: dict[str, torch.Tensor]
+    squares: dict[str, torch.Tensor]
+    plateau: Plateau
+    slot: torch.Tensor  # which shuffling (seed) each probe follows
+    dropout: list[np.random.Generator]  # one stream per probe: no dependence on the grid
+    rows: np.ndarray  # each probe's row in the caller's order
+    singles: int
+
+    def shards(self, workers: int) -> list[slice]:
+        """Contiguous blocks of about equal work, one per worker (a weighted probe costs 1.5)."""
+        probes = len(self.slot)
+        cost = np.cumsum(np.where(np.arange(probes) < self.singles, 2.0, 3.0))
+        cuts = np.searchsorted(cost, cost[-1] * np.arange(1, workers) / workers) + 1
+        bounds = [0, *np.minimum(cuts, probes).tolist(), probes]
+        return [slice(lo, hi) for lo, hi in itertools.pairwise(bounds) if hi > lo]
+
+    def part(self, rows: slice) -> tuple[dict[str, torch.Tensor], int]:
+        """Views of the weights of ``rows`` and how many of them are single-layer probes."""
+        singles = min(max(self.singles - rows.start, 0), rows.stop - rows.start)
+        return {k: v[rows] for k, v in self.state.items()}, singles
+
+    def train_step(
+        self,
+        rows: slice,
+        passes: ProbePasses,
+        table: torch.Tensor,
+        batch: torch.Tensor,
+        targets: torch.Tensor,
+        step: int,
+    ) -> None:
+        """One Adam step of the probes ``rows`` on the windows ``batch`` of their slots."""
+        params, singles = self.part(rows)
+        logits = passes.logits(params, singles, table, batch, self.slot[rows], self.dropout[rows])
+        grads = passes.gradients(params, logits, targets)
+        names = [k for k in params if k != "layer"]
+        _adam_step(
+            [params[k] for k in names],
+            [grads[k] for k in names],
+            [self.moments[k][rows] for k in names],
+            [self.squares[k][rows] for k in names],
+            self.plateau.rate[rows],
+            step,
+        )
+
+    def keep(self, keep: np.ndarray) -> None:
+        """Drop the probes not in the boolean mask ``keep`` from the model and its optimiser."""
+        index = torch.as_tensor(keep)
+        self.singles = int(keep[: self.singles].sum())
+        self.state = {k: v[index] for k, v in self.state.items()}
+        self.moments = {k: v[index] for k, v in self.moments.items()}
+        self.squares = {k: v[index] for k, v in self.squares.items()}
+        self.plateau = self.plateau.subset(keep)
+        self.slot = self.slot[index]
+        self.dropout = [rng for rng, kept in zip(self.dropout, keep, strict=True) if kept]
+        self.rows = self.rows[keep]
+
+
+def _dropout_stream(spec: ProbeSpec) -> np.random.Generator:
+    """A probe's dropout masks, from its own seed, layer and rate alone."""
+    rate_bits = int(np.float64(spec.lr).view(np.uint64))
+    return np.random.default_rng([spec.seed, spec.layer + 1, rate_bits])
+
+
+@contextmanager
+def _workers(count: int):
+    """A pool of ``count`` threads, torch's own threading off meanwhile.
+
+    The grid is split into contiguous blocks, one per thread, each running its products on one
+    core: many small products gain more from this than from torch splitting each of them.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(count) as pool:
+            yield pool
+    finally:
+        torch.set_num_threads(previous)
+
+
 def train_probes(
     specs: list[ProbeSpec],
     train: WindowData,
@@ -310,7 +359,10 @@ def train_probes(
     *,
     progress: bool = True,
 ) -> ProbeRun:
-    """Train every probe in ``specs`` together; each stops early and keeps its best epoch."""
+    """Train every probe in ``specs`` together; each stops early and keeps its best epoch.
+
+    Runs on as many threads as torch is set to use.
+    """
     if not specs:
         raise ValueError("no probes to train")
     _, layers, dims = train.features.shape
@@ -318,23 +370,28 @@ def train_probes(
     valid_labels = torch.as_tensor(valid.labels)
     if not bool(((valid_labels.sum(0) > 0) & (valid_labels.sum(0) < len(valid_labels))).any()):
         raise ValueError("no tag has both positive and negative tracks in the validation split")
-    x_train = torch.tensor(np.asarray(train.features))  # in memory, in its stored precision
+    table = train.by_layer
     track_index = torch.as_tensor(np.asarray(train.track_index), dtype=torch.long)
     y_train = torch.as_tensor(train.labels, dtype=torch.float32)[track_index]
-    windows = len(x_train)
+    windows = table.shape[1]
 
     state, inverse = _singles_first(init_params(specs, layers, dims, tags, settings))
-    specs_in_order = [specs[i] for i in inverse.argsort()]
-    heads = [k for k in state if k not in ("layer", "mix")]
-    learned = (heads, [*heads, "mix"])  # what single-layer and weighted probes learn
-    moments = {k: torch.zeros_like(state[k]) for k in learned[1]}
-    squares = {k: torch.zeros_like(state[k]) for k in learned[1]}
-    best = {k: v.clone() for k, v in state.items()}
-    plateau = Plateau.start([s.lr for s in specs_in_order])
+    order = inverse.argsort().numpy()
+    specs_in_order = [specs[i] for i in order]
     seeds = sorted({s.seed for s in specs})
-    slot = torch.tensor([seeds.index(s.seed) for s in specs_in_order])
-    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-    active = torch.arange(len(specs))
+    learned = [k for k in state if k != "layer"]  # single-layer probes keep ``mix`` at zero
+    grid = _Grid(
+        state=state,
+        moments={k: torch.zeros_like(state[k]) for k in learned},
+        squares={k: torch.zeros_like(state[k]) for k in learned},
+        plateau=Plateau.start([s.lr for s in specs_in_order]),
+        slot=torch.tensor([seeds.index(s.seed) for s in specs_in_order]),
+        dropout=[_dropout_stream(s) for s in specs_in_order],
+        rows=order,
+        singles=sum(s.layer != WEIGHTED for s in specs),
+    )
+    best = {k: v[inverse] for k, v in state.items()}  # rows in the caller's order
+    shufflings = [torch.Generator().manual_seed(seed) for seed in seeds]
     best_score = np.full(len(specs), -np.inf)
     best_epoch = np.full(len(specs), -1)
     history = np.full((len(specs), settings.max_epochs), np.nan)
@@ -346,65 +403,51 @@ def train_probes(
         unit="epoch",
         disable=not progress,
     )
+    workers = torch.get_num_threads()
+    passes = [ProbePasses(settings.kind, settings.dropout) for _ in range(workers)]
     step = 0
-    with torch.random.fork_rng():  # dropout masks: reproducible, global RNG left untouched
-        torch.manual_seed(seeds[0])
+    with _workers(workers) as pool:
         for epoch in range(settings.max_epochs):
-            orders = torch.stack([torch.randperm(windows, generator=g) for g in generators])
+            shards = grid.shards(workers)
+            orders = torch.stack([torch.randperm(windows, generator=g) for g in shufflings])
             for start in range(0, windows, settings.batch_size):
                 batch = orders[:, start : start + settings.batch_size]
-                # Leaves sharing the state's memory, one set per kind of probe.
-                kinds = tuple(
-                    {k: v.detach().requires_grad_(k in keys) for k, v in part.items()}
-                    for part, keys in zip(_by_kind(state), learned, strict=True)
-                )
-                present = [kind for kind in (0, 1) if len(kinds[kind]["layer"])]
-                logits = _forward(kinds, settings, x_train[batch].float(), slot)
-                targets = y_train[batch][slot]
-                loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-                leaves = [kinds[kind][k] for kind in present for k in learned[kind]]
-                # Summing per-probe means keeps every probe's gradient its own.
-                grads = iter(torch.autograd.grad(loss.mean(dim=(1, 2)).sum(), leaves))
+                targets = y_train[batch]
                 step += 1
-                single = len(kinds[0]["layer"])
-                for kind in present:
-                    rows = slice(0, single) if kind == 0 else slice(single, None)
-                    _adam_step(
-                        [state[k][rows] for k in learned[kind]],
-                        [next(grads) for _ in learned[kind]],
-                        [moments[k][rows] for k in learned[kind]],
-                        [squares[k][rows] for k in learned[kind]],
-                        plateau.rate[rows],
-                        step,
-                    )
-
-            scores = macro_roc_auc(_track_logits(state, settings, valid), valid_labels).numpy()
-            rows = active.numpy()
+                work = [
+                    pool.submit(grid.train_step, rows, own, table, batch, targets, step)
+                    for rows, own in zip(shards, passes, strict=False)
+                ]
+                for job in work:
+                    job.result()
+            parts = pool.map(
+                lambda rows, own: _track_logits(*grid.part(rows), valid, own), shards, passes
+            )
+            logits = torch.cat(list(parts))
+            scores = macro_roc_auc(logits, valid_labels).numpy()
+            rows = grid.rows
             history[rows, epoch] = scores
-            lr_history[rows, epoch] = plateau.rate
-            plateau.step(scores, settings.lr_factor, settings.lr_patience)
-            improved = scores > best_score[rows]
-            for name, value in state.items():
-                best[name][torch.as_tensor(rows[improved])] = value[torch.as_tensor(improved)]
-            best_score[rows[improved]] = scores[improved]
-            best_epoch[rows[improved]] = epoch
-            keep = torch.as_tensor(epoch - best_epoch[rows] < settings.patience)
+            lr_history[rows, epoch] = grid.plateau.rate
+            grid.plateau.step(scores, settings.lr_factor, settings.lr_patience)
+            for probe in np.flatnonzero(scores > best_score[rows]):
+                for name, value in grid.state.items():
+                    best[name][rows[probe]].copy_(value[probe])
+                best_score[rows[probe]] = scores[probe]
+                best_epoch[rows[probe]] = epoch
+            keep = epoch - best_epoch[rows] < settings.patience
             bar.set_postfix(active=int(keep.sum()), best=f"{np.nanmax(best_score):.4f}")
             bar.update()
             if not keep.any():
                 break
-            if not keep.all():  # drop stopped probes from the batched model and its optimiser
-                active, slot, plateau = active[keep], slot[keep], plateau.subset(keep.numpy())
-                state = {k: v[keep] for k, v in state.items()}
-                moments = {k: m[keep] for k, m in moments.items()}
-                squares = {k: v[keep] for k, v in squares.items()}
+            if not keep.all():
+                grid.keep(keep)
     bar.close()
-    return ProbeRun(  # back in the caller's order
+    return ProbeRun(
         specs=list(specs),
         settings=settings,
-        params={k: v[inverse] for k, v in best.items()},
-        best_epoch=best_epoch[inverse.numpy()],
-        best_score=best_score[inverse.numpy()],
-        history=history[inverse.numpy(), : epoch + 1],
-        lr_history=lr_history[inverse.numpy(), : epoch + 1],
+        params=best,
+        best_epoch=best_epoch,
+        best_score=best_score,
+        history=history[:, : epoch + 1],
+        lr_history=lr_history[:, : epoch + 1],
     )
