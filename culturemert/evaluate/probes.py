@@ -293,28 +293,37 @@ class _Grid:
         singles = min(max(self.singles - rows.start, 0), rows.stop - rows.start)
         return {k: v[rows] for k, v in self.state.items()}, singles
 
-    def train_step(
+    def train_epoch(
         self,
         rows: slice,
         passes: ProbePasses,
         table: torch.Tensor,
-        batch: torch.Tensor,
+        orders: torch.Tensor,
         targets: torch.Tensor,
+        batch_size: int,
         step: int,
     ) -> None:
-        """One Adam step of the probes ``rows`` on the windows ``batch`` of their slots."""
+        """One epoch of Adam steps of the probes ``rows``, numbered from ``step + 1``.
+
+        ``orders [slots, windows]`` is each shuffling's window order; ``targets`` the training
+        windows' labels.
+        """
         params, singles = self.part(rows)
-        logits = passes.logits(params, singles, table, batch, self.slot[rows], self.dropout[rows])
-        grads = passes.gradients(params, logits, targets)
         names = [k for k in params if k != "layer"]
-        _adam_step(
-            [params[k] for k in names],
-            [grads[k] for k in names],
-            [self.moments[k][rows] for k in names],
-            [self.squares[k][rows] for k in names],
-            self.plateau.rate[rows],
-            step,
-        )
+        slot, dropout = self.slot[rows], self.dropout[rows]
+        for start in range(0, orders.shape[1], batch_size):
+            batch = orders[:, start : start + batch_size]
+            logits = passes.logits(params, singles, table, batch, slot, dropout)
+            grads = passes.gradients(params, logits, targets[batch])
+            step += 1
+            _adam_step(
+                [params[k] for k in names],
+                [grads[k] for k in names],
+                [self.moments[k][rows] for k in names],
+                [self.squares[k][rows] for k in names],
+                self.plateau.rate[rows],
+                step,
+            )
 
     def keep(self, keep: np.ndarray) -> None:
         """Drop the probes not in the boolean mask ``keep`` from the model and its optimiser."""
@@ -410,16 +419,16 @@ def train_probes(
         for epoch in range(settings.max_epochs):
             shards = grid.shards(workers)
             orders = torch.stack([torch.randperm(windows, generator=g) for g in shufflings])
-            for start in range(0, windows, settings.batch_size):
-                batch = orders[:, start : start + settings.batch_size]
-                targets = y_train[batch]
-                step += 1
-                work = [
-                    pool.submit(grid.train_step, rows, own, table, batch, targets, step)
-                    for rows, own in zip(shards, passes, strict=False)
-                ]
-                for job in work:
-                    job.result()
+            # Blocks of probes are independent within an epoch: each thread runs its own.
+            work = [
+                pool.submit(
+                    grid.train_epoch, rows, own, table, orders, y_train, settings.batch_size, step
+                )
+                for rows, own in zip(shards, passes, strict=False)
+            ]
+            for job in work:
+                job.result()
+            step += -(-windows // settings.batch_size)
             parts = pool.map(
                 lambda rows, own: _track_logits(*grid.part(rows), valid, own), shards, passes
             )
