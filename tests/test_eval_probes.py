@@ -10,6 +10,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from culturemert.embedding import LayerWeighting
+from culturemert.evaluate.probe_math import ProbePasses
 from culturemert.evaluate.probes import (
     WEIGHTED,
     ProbeSettings,
@@ -188,8 +189,6 @@ def test_bad_input_is_reported():
 
 def test_written_out_gradients_equal_autograd_with_dropout_and_layer_mixing():
     """ProbePasses' gradients against torch autograd through the same dropout masks."""
-    from culturemert.evaluate.probe_math import ProbePasses
-
     layers, windows, dims, tags, size = 3, 20, 8, 4, 6
     settings = ProbeSettings(hidden=16, dropout=0.25)
     specs = [ProbeSpec(2, 1e-3, seed=0), ProbeSpec(0, 1e-3, seed=1), ProbeSpec(WEIGHTED, 1e-3, 1)]

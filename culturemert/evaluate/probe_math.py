@@ -27,7 +27,9 @@ class ProbePasses:
         self.dropout = dropout
         self._flat: dict[str, torch.Tensor] = {}
 
-    def _buffer(self, name: str, shape: tuple[int, ...], dtype=torch.float32) -> torch.Tensor:
+    def _buffer(
+        self, name: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
         """A contiguous ``shape`` view of the reused buffer ``name``, grown when too small."""
         size = math.prod(shape)
         flat = self._flat.get(name)
