@@ -15,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import HubertModel
 
-from culturemert.atomic import replace_directory
+from culturemert.atomic import atomic_directory
 from culturemert.audio import AudioError, audio_duration, load_audio, normalize_waveform
 from culturemert.embedding import embed
 from culturemert.manifest import Track
@@ -178,10 +176,7 @@ class FeatureCache:
     def _extract(
         self, tracks: Sequence[Track], name: str, entry: Path, max_seconds: float | None
     ) -> None:
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=self.cache_dir))
-        os.chmod(staging, 0o755)  # mkdtemp makes it private; the cache may be shared
-        try:
+        with atomic_directory(entry) as staging:  # an interruption leaves no half entry
             shape, track_index, kept, failed = self._encode_to(
                 staging / "features.raw", tracks, name, max_seconds
             )
@@ -199,10 +194,6 @@ class FeatureCache:
                 "max_seconds": max_seconds,
             }
             (staging / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False))
-            replace_directory(staging, entry)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
 
     def _encode_to(
         self, raw_file: Path, tracks: Sequence[Track], name: str, max_seconds: float | None
