@@ -1,13 +1,21 @@
-"""Embedding one waveform with an encoder: all hidden layers, pooled over time (and windows)."""
+"""Pooled hidden states of waveforms: every layer, pooled over time per window.
+
+:func:`embed_stream` is the one extraction core. It cuts each waveform into windows, runs
+windows of equal length through the encoder in shared batches (also across waveforms), pools
+each window's frames on the encoder's device and yields each waveform's features in input
+order. :func:`embed` is that core on one waveform; ``culturemert extract`` and the evaluation
+feature cache feed it decoded files (:func:`culturemert.extract.embed_tracks`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Hashable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
-from transformers import HubertModel
 
 from culturemert.audio import MIN_SAMPLES
 from culturemert.model.checkpoint import encoder_preprocessing
@@ -55,51 +63,160 @@ def pool_frames(hidden: torch.Tensor, pool: str) -> torch.Tensor:
     raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
 
 
+def encoder_device(encoder: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where an encoder's weights live and in which floating-point type."""
+    parameter = next(encoder.parameters())
+    return parameter.device, parameter.dtype
+
+
+@dataclass
+class _Waveform:
+    """One input of the stream while its windows are in flight."""
+
+    key: Hashable
+    error: str | None = None
+    pooled: list[torch.Tensor | None] = field(default_factory=list)
+    waiting: int = 0
+
+
+class _Batcher:
+    """Windows grouped by length; a group runs as one batch once full, or when pushed."""
+
+    def __init__(self, encoder: nn.Module, layers: Layers, pool: str, batch_size: int):
+        self.encoder, self.layers, self.pool, self.batch_size = encoder, layers, pool, batch_size
+        self.groups: dict[int, list[tuple[_Waveform, int, torch.Tensor]]] = {}
+        self.chosen: list[int] | None = None
+
+    @property
+    def pending(self) -> int:
+        return sum(len(group) for group in self.groups.values())
+
+    def add(self, owner: _Waveform, position: int, window: torch.Tensor) -> None:
+        group = self.groups.setdefault(window.numel(), [])
+        group.append((owner, position, window))
+        if len(group) >= self.batch_size:
+            self.run(window.numel())
+
+    def run(self, length: int) -> None:
+        """One forward pass over the first windows of the group of ``length`` samples."""
+        group = self.groups[length]
+        batch, self.groups[length] = group[: self.batch_size], group[self.batch_size :]
+        if not self.groups[length]:
+            del self.groups[length]
+        hidden_states = self.encoder(
+            torch.stack([window for _, _, window in batch]), output_hidden_states=True
+        ).hidden_states
+        if self.chosen is None:
+            self.chosen = select_layers(self.layers, len(hidden_states))
+        pooled = torch.stack([pool_frames(hidden_states[i], self.pool) for i in self.chosen], 1)
+        for (owner, position, _), row in zip(batch, pooled.cpu(), strict=True):
+            owner.pooled[position] = row  # [layers, dims]
+            owner.waiting -= 1
+
+    def run_oldest(self, owner: _Waveform) -> None:
+        """Run the group holding a window of ``owner`` (the oldest unfinished input)."""
+        for length, group in self.groups.items():
+            if any(item[0] is owner for item in group):
+                self.run(length)
+                return
+
+
 @torch.inference_mode()
+def embed_stream(
+    encoder: nn.Module,
+    waveforms: Iterable[tuple[Hashable, np.ndarray | torch.Tensor | None]],
+    *,
+    layers: Layers = "all",
+    pool: str = "mean",
+    window_seconds: float | None = None,
+    drop_last: bool = False,
+    batch_size: int = 4,
+) -> Iterator[tuple[Hashable, np.ndarray | None, str | None]]:
+    """Features of each ``(key, waveform)``, yielded in input order as ``(key, features, error)``.
+
+    Waveforms are mono at the encoder's rate. Features are ``[layers, windows, dims]`` with
+    ``window_seconds``, else ``[layers, dims]`` of the whole waveform; a waveform given as None,
+    or too short for one window, yields ``(key, None, reason)``. Only windows of equal length
+    share a batch, because zero-padding changes MERT's features (its first convolution is
+    followed by GroupNorm over time); batching changes their last bits only.
+    """
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    window = None
+    if window_seconds is not None:
+        window = round(window_seconds * encoder_preprocessing(encoder).sample_rate)
+    device, dtype = encoder_device(encoder)
+    batcher = _Batcher(encoder, layers, pool, batch_size)
+    in_flight: deque[_Waveform] = deque()
+    # Windows wait for partners of their length; past this many, the oldest group runs anyway.
+    most_pending = 4 * batch_size
+
+    def finished() -> Iterator[tuple[Hashable, np.ndarray | None, str | None]]:
+        while in_flight and in_flight[0].waiting == 0:
+            done = in_flight.popleft()
+            if done.error is not None:
+                yield done.key, None, done.error
+                continue
+            features = torch.stack(done.pooled, dim=1).numpy()  # [layers, windows, dims]
+            yield done.key, (features if window is not None else features[:, 0]), None
+
+    for key, waveform in waveforms:
+        owner = _Waveform(key)
+        in_flight.append(owner)
+        if waveform is None:
+            owner.error = "no waveform"
+        else:
+            signal = torch.as_tensor(waveform).reshape(-1)
+            bounds = [(0, signal.numel())] if window is None else []
+            if window is not None:
+                bounds = window_bounds(signal.numel(), window, drop_last=drop_last)
+            if signal.numel() < MIN_SAMPLES:
+                owner.error = f"{signal.numel()} samples; at least {MIN_SAMPLES} needed"
+            elif not bounds:
+                owner.error = "no window of at least one frame fits in the waveform"
+            else:
+                signal = signal.to(device=device, dtype=dtype, non_blocking=True)
+                owner.pooled, owner.waiting = [None] * len(bounds), len(bounds)
+                for position, (start, end) in enumerate(bounds):
+                    batcher.add(owner, position, signal[start:end])
+        while batcher.pending > most_pending:
+            batcher.run_oldest(next(w for w in in_flight if w.waiting))
+        yield from finished()
+    while batcher.pending:
+        batcher.run_oldest(next(w for w in in_flight if w.waiting))
+        yield from finished()
+    yield from finished()
+
+
 def embed(
-    encoder: HubertModel,
+    encoder: nn.Module,
     waveform: np.ndarray | torch.Tensor,
     *,
     layers: Layers = "all",
     pool: str = "mean",
     window_seconds: float | None = None,
     drop_last: bool = False,
-    batch_size: int = 8,
+    batch_size: int = 4,
 ) -> np.ndarray:
     """Pooled hidden states of a mono waveform at the encoder's rate: ``[layers, dims]``.
 
     With ``window_seconds`` the waveform is cut into non-overlapping windows, giving
-    ``[layers, windows, dims]``. Only windows of equal length share a batch, because zero-padding
-    changes MERT's features (its first convolution is followed by GroupNorm over time).
+    ``[layers, windows, dims]``. The one-waveform case of :func:`embed_stream`.
     """
-    if pool not in POOLS:
-        raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
-    signal = torch.as_tensor(waveform).reshape(-1)
-    if signal.numel() < MIN_SAMPLES:
-        raise ValueError(f"waveform has {signal.numel()} samples; at least {MIN_SAMPLES} needed")
-    if window_seconds is None:
-        bounds = [(0, signal.numel())]
-    else:
-        window = round(window_seconds * encoder_preprocessing(encoder).sample_rate)
-        bounds = window_bounds(signal.numel(), window, drop_last=drop_last)
-        if not bounds:
-            raise ValueError("no window of at least one frame fits in the waveform")
-    parameter = next(encoder.parameters())
-    signal = signal.to(device=parameter.device, dtype=parameter.dtype)
-    chosen: list[int] | None = None
-    pooled: list[torch.Tensor] = []
-    # Full windows share one length and are batched; a shorter last window runs alone.
-    full = [b for b in bounds if b[1] - b[0] == bounds[0][1] - bounds[0][0]]
-    groups = [full[i : i + batch_size] for i in range(0, len(full), batch_size)]
-    groups += [[b] for b in bounds[len(full) :]]
-    for group in groups:
-        batch = torch.stack([signal[start:end] for start, end in group])
-        hidden_states = encoder(batch, output_hidden_states=True).hidden_states
-        if chosen is None:
-            chosen = select_layers(layers, len(hidden_states))
-        pooled.append(torch.stack([pool_frames(hidden_states[i], pool) for i in chosen], dim=0))
-    features = torch.cat(pooled, dim=1).cpu().numpy()  # [layers, windows, dims]
-    return features if window_seconds is not None else features[:, 0]
+    [(_, features, error)] = embed_stream(
+        encoder,
+        [(0, waveform)],
+        layers=layers,
+        pool=pool,
+        window_seconds=window_seconds,
+        drop_last=drop_last,
+        batch_size=batch_size,
+    )
+    if error is not None:
+        raise ValueError(f"waveform: {error}")
+    return features
 
 
 class LayerWeighting(nn.Module):

@@ -1,8 +1,15 @@
-"""Embedding a whole corpus: decode in worker processes, embed, write one file per track.
+"""Embedding a corpus: decode in worker processes, embed, write one file per track.
 
-Output layout under ``out``: ``features/<track_id>.npy`` (float32 ``[layers, dims]`` or
-``[layers, windows, dims]``), ``index.jsonl`` (one row per finished track), ``failures.tsv``
-(every input that could not be used, with the reason) and ``settings.json``. Under ``torchrun``
+:func:`embed_tracks` is the one extraction core of the toolkit: files are decoded (and cut and
+normalised) in ``DataLoader`` worker processes ahead of the encoder, and their windows go
+through :func:`culturemert.embedding.embed_stream` on the encoder's device and dtype. Both
+:func:`extract_corpus` (``culturemert extract``) and the evaluation feature cache call it.
+
+Output layout of :func:`extract_corpus` under ``out``: ``features/<name>.npy`` (float32
+``[layers, windows, dims]``, or ``[layers, dims]`` for whole tracks), ``index.jsonl`` (one row
+per finished track: its id, audio path, feature file and shape), ``failures.tsv`` (every input
+that could not be used, with the reason) and ``settings.json``. File names come from track ids
+made safe (:func:`feature_name`), so an id can never point outside ``out``. Under ``torchrun``
 each rank takes every ``world_size``-th track and writes ``index.rank<R>.jsonl`` and
 ``failures.rank<R>.tsv``. Re-running skips finished tracks; files appear only when complete.
 """
@@ -11,36 +18,48 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
-from transformers import HubertModel
+from tqdm.auto import tqdm
 
 from culturemert.atomic import save_npy, write_text
-from culturemert.audio import AudioError, audio_duration, find_audio_files, load_audio
-from culturemert.embedding import Layers, embed
+from culturemert.audio import (
+    MIN_SAMPLES,
+    AudioError,
+    audio_duration,
+    find_audio_files,
+    load_audio,
+    normalize_waveform,
+)
+from culturemert.devices import default_batch_size
+from culturemert.embedding import Layers, embed_stream, encoder_device
 from culturemert.manifest import read_manifest
-from culturemert.model.checkpoint import encoder_preprocessing
 
 MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
+#: Default window: the evaluation protocol's (MARBLE's) 30 s. Longer inputs cost attention
+#: quadratic in their length and lie far beyond MERT's 5 s training crops.
+WINDOW_SECONDS = 30.0
+_NAME_PART = 120  # characters kept of each folder or file name of a track id
 
 
 @dataclass(frozen=True)
 class ExtractSettings:
-    """How each track is embedded; recorded in ``settings.json`` so a resumed run matches."""
+    """How each track becomes features; recorded beside extract's outputs and keyed in the cache."""
 
-    model: str = ""
     dtype: str = "float32"
     layers: Layers = "all"
     pool: str = "mean"
-    window_seconds: float | None = None
+    window_seconds: float | None = WINDOW_SECONDS  # None: each track whole
     drop_last: bool = False
-    normalize: bool = False
     sample_rate: int = 24000
+    normalize: bool = False
+    max_seconds: float | None = None  # only the first seconds of each recording (None: all)
 
 
 @dataclass
@@ -58,7 +77,7 @@ def collect_inputs(source: str | os.PathLike) -> list[tuple[str, Path]]:
     source = Path(source)
     if source.is_dir():
         return [
-            (str(path.relative_to(source).with_suffix("")), path)
+            (path.relative_to(source).with_suffix("").as_posix(), path)
             for path in find_audio_files(source)
         ]
     if source.suffix.lower() in MANIFEST_SUFFIXES:
@@ -66,26 +85,109 @@ def collect_inputs(source: str | os.PathLike) -> list[tuple[str, Path]]:
     raise FileNotFoundError(f"{source}: not a folder or a .jsonl/.csv/.tsv manifest")
 
 
-class _DecodedTracks(Dataset):
-    """Decodes tracks in DataLoader workers; a bad file yields its error instead of a waveform."""
+def feature_name(track_id: str) -> str:
+    """A relative path for ``track_id``'s features that stays inside the output folder.
 
-    def __init__(self, items: list[tuple[str, Path]], sample_rate: int, normalize: bool):
-        self.items, self.sample_rate, self.normalize = items, sample_rate, normalize
+    Folders in the id are kept (a folder input keeps its layout); in each part, characters other
+    than letters, digits, ``.``, ``-`` and ``_`` become ``_`` and leading dots go, so ``..``,
+    absolute paths and hidden names cannot escape or hide.
+    """
+    parts = []
+    for part in re.split(r"[/\\]+", track_id):
+        part = re.sub(r"[^\w.-]+", "_", part).lstrip(".")[:_NAME_PART]
+        if part:
+            parts.append(part)
+    return "/".join(parts) or "_"
+
+
+def feature_names(items: Sequence[tuple[str, Path]]) -> dict[str, str]:
+    """Each track id's :func:`feature_name`; ids that would share a file are a clear error."""
+    names: dict[str, str] = {}
+    owner: dict[str, tuple[str, Path]] = {}
+    for track_id, path in items:
+        name = feature_name(track_id)
+        clash = owner.get(name.casefold())  # case-insensitive file systems would merge them
+        if clash is not None:
+            raise ValueError(
+                f"tracks {clash[0]!r} ({clash[1]}) and {track_id!r} ({path}) would both be "
+                f"written to features/{name}.npy; give them distinct ids"
+            )
+        owner[name.casefold()] = (track_id, path)
+        names[track_id] = name
+    return names
+
+
+class _DecodedTracks(Dataset):
+    """Decodes, cuts and normalises tracks in DataLoader workers; a bad file yields its reason."""
+
+    def __init__(self, paths: Sequence[Path], settings: ExtractSettings):
+        self.paths, self.settings = paths, settings
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str | None]:
+        rate, path = self.settings.sample_rate, self.paths[index]
         try:
-            waveform = load_audio(self.items[index][1], self.sample_rate, normalize=self.normalize)
+            waveform = load_audio(path, rate)
+            if self.settings.max_seconds is not None:
+                waveform = waveform[: round(self.settings.max_seconds * rate)]
+                if len(waveform) < MIN_SAMPLES:
+                    raise AudioError(path, f"under {MIN_SAMPLES} samples after the cut")
+            if self.settings.normalize:  # over the audio the encoder sees, as of a cut file
+                waveform = normalize_waveform(waveform)
         except AudioError as error:
             return index, None, error.reason
         return index, waveform, None
 
 
-def _check_settings(out: Path, settings: ExtractSettings) -> None:
+def embed_tracks(
+    encoder: nn.Module,
+    paths: Sequence[str | os.PathLike],
+    settings: ExtractSettings,
+    *,
+    workers: int = 1,
+    batch_size: int | None = None,
+) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
+    """``(position, features, error)`` for each file, in order: decoded by ``workers`` processes
+    ahead of the encoder (0: in this one), embedded on the encoder's device.
+
+    Features are float32 ``[layers, windows, dims]`` (``[layers, dims]`` without windows); a
+    file that cannot be used gives ``(position, None, reason)``.
+    """
+    if workers < 0:
+        raise ValueError(f"workers must be 0 or more, got {workers}")
+    device, _ = encoder_device(encoder)
+    loader = DataLoader(
+        _DecodedTracks([Path(p) for p in paths], settings),
+        batch_size=None,
+        num_workers=workers if paths else 0,
+        prefetch_factor=4 if workers and paths else None,
+        pin_memory=device.type == "cuda",  # lets the copy to the GPU run asynchronously
+    )
+    reasons: dict[int, str] = {}
+
+    def waveforms():
+        for position, waveform, reason in loader:
+            if reason is not None:
+                reasons[position] = reason
+            yield position, waveform
+
+    for position, features, error in embed_stream(
+        encoder,
+        waveforms(),
+        layers=settings.layers,
+        pool=settings.pool,
+        window_seconds=settings.window_seconds,
+        drop_last=settings.drop_last,
+        batch_size=batch_size or default_batch_size(device),
+    ):
+        yield position, features, reasons.pop(position, error)
+
+
+def _check_settings(out: Path, wanted: dict) -> None:
     file = out / "settings.json"
-    wanted = json.loads(json.dumps(asdict(settings)))
+    wanted = json.loads(json.dumps(wanted))
     if file.is_file():
         found = json.loads(file.read_text())
         if found != wanted:
@@ -98,33 +200,29 @@ def _check_settings(out: Path, settings: ExtractSettings) -> None:
 
 
 def extract_corpus(
-    encoder: HubertModel,
+    encoder: nn.Module,
     items: list[tuple[str, Path]],
     out: str | os.PathLike,
     *,
     settings: ExtractSettings,
+    model: str = "",
     num_workers: int = 1,
     rank: int = 0,
     world_size: int = 1,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     progress: bool = True,
 ) -> ExtractReport:
     """Embed every track of this rank's share into ``out``, skipping finished ones."""
     out = Path(out)
+    names = feature_names(items)  # before anything is written: a clash stops the run
     out.mkdir(parents=True, exist_ok=True)
-    _check_settings(out, settings)
+    _check_settings(out, {"model": model, **asdict(settings)})
     share = items[rank::world_size]
-    feature_file = {track_id: out / "features" / f"{track_id}.npy" for track_id, _ in share}
+    feature_file = {track_id: out / "features" / f"{names[track_id]}.npy" for track_id, _ in share}
     todo = [item for item in share if not feature_file[item[0]].is_file()]
     report = ExtractReport(skipped=len(share) - len(todo))
-
-    loader = DataLoader(
-        _DecodedTracks(todo, settings.sample_rate, settings.normalize),
-        batch_size=None,
-        num_workers=num_workers if todo else 0,
-        prefetch_factor=4 if num_workers and todo else None,
-    )
-    seconds = [audio_duration(path) for _, path in todo]
+    limit = np.inf if settings.max_seconds is None else settings.max_seconds
+    seconds = [min(audio_duration(path), limit) for _, path in todo]
     bar = tqdm(
         total=round(sum(seconds), 1),
         unit="audio-s",
@@ -132,24 +230,18 @@ def extract_corpus(
         disable=not progress,
         desc=f"extract (rank {rank})" if world_size > 1 else "extract",
     )
-    for index, waveform, error in loader:
-        track_id, path = todo[index]
-        if waveform is None:
+    tracks = embed_tracks(
+        encoder, [path for _, path in todo], settings, workers=num_workers, batch_size=batch_size
+    )
+    for position, features, error in tracks:
+        track_id, path = todo[position]
+        if features is None:
             report.failures.append((str(path), error))
         else:
-            features = embed(
-                encoder,
-                waveform,
-                layers=settings.layers,
-                pool=settings.pool,
-                window_seconds=settings.window_seconds,
-                drop_last=settings.drop_last,
-                batch_size=batch_size,
-            )
             save_npy(feature_file[track_id], features)
             report.done += 1
-            report.audio_seconds += len(waveform) / settings.sample_rate
-        bar.update(round(seconds[index], 1))
+            report.audio_seconds += seconds[position]
+        bar.update(round(seconds[position], 1))
     bar.close()
     _write_index(out, share, feature_file, report, rank, world_size)
     return report
@@ -166,39 +258,10 @@ def _write_index(out, share, feature_file, report, rank, world_size) -> None:
                 {
                     "track_id": track_id,
                     "path": str(path),
-                    "features": str(file.relative_to(out)),
+                    "features": file.relative_to(out).as_posix(),
                     "shape": shape,
                 }
             )
     write_text(out / f"index{suffix}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     failures = "".join(f"{path}\t{reason}\n" for path, reason in report.failures)
     write_text(out / f"failures{suffix}.tsv", "path\treason\n" + failures)
-
-
-def distributed_position() -> tuple[int, int, int]:
-    """``(rank, world_size, local_rank)`` from torchrun's environment (``(0, 1, 0)`` alone)."""
-    env = os.environ
-    return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
-
-
-def default_device(local_rank: int = 0) -> torch.device:
-    """This process's GPU when there is one, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
-def cpu_has_native_bfloat16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); otherwise it is emulated."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def preprocessing_settings(encoder: HubertModel, normalize: bool | None) -> tuple[int, bool]:
-    """The encoder's sample rate and normalisation, with ``normalize`` overriding when given."""
-    preprocessing = encoder_preprocessing(encoder)
-    chosen = preprocessing.do_normalize if normalize is None else normalize
-    return preprocessing.sample_rate, chosen

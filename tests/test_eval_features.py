@@ -1,7 +1,11 @@
-"""Feature cache: values against ``embed``, cache hits, keys that follow encoder/audio/settings."""
+"""Feature cache: values against HubertModel, cache hits without audio reads, keys that follow
+encoder/audio/settings."""
 
 from __future__ import annotations
 
+import os
+import sys
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -9,19 +13,15 @@ import pytest
 import soundfile as sf
 import torch
 
-import culturemert.evaluate.features as features_module
 from culturemert.audio import load_audio
 from culturemert.embedding import embed
-from culturemert.evaluate.features import (
-    FeatureCache,
-    audio_fingerprint,
-    encoder_fingerprint,
-    settings_for,
-)
+from culturemert.evaluate.features import FeatureCache, settings_for
+from culturemert.evaluate.fingerprints import AudioHashes, audio_fingerprint, encoder_fingerprint
 from culturemert.manifest import Track
 from culturemert.model import load_encoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+AN_HOUR_AGO = time.time() - 3600
 
 
 @pytest.fixture
@@ -34,44 +34,107 @@ def tracks(tmp_path):
         wave = 0.3 * np.sin(2 * np.pi * (220 + 110 * i) * t) + 0.05 * rng.standard_normal(len(t))
         path = tmp_path / f"t{i}.wav"
         sf.write(path, wave.astype(np.float32), rate)
+        os.utime(path, (AN_HOUR_AGO, AN_HOUR_AGO))  # audio that has not changed for a while
         made.append(Track(f"t{i}", str(path)))
     (tmp_path / "broken.wav").write_bytes(b"not audio at all")
+    os.utime(tmp_path / "broken.wav", (AN_HOUR_AGO, AN_HOUR_AGO))
     made.append(Track("broken", str(tmp_path / "broken.wav")))
     made.append(Track("gone", str(tmp_path / "gone.wav")))
     return made
 
 
-def test_features_match_embed_and_failures_are_reported(tiny_encoder_dir, tracks, tmp_path):
-    settings = settings_for(tiny_encoder_dir, window_seconds=0.5)
-    cache = FeatureCache(tiny_encoder_dir, tmp_path / "cache", settings, progress=False)
+@pytest.fixture
+def audio_opens(monkeypatch):
+    """Paths of audio files opened from now on: by Python (audit hook) or by libsndfile."""
+    opened, watching = [], [True]
+
+    def hook(event, args):
+        if watching[0] and event == "open" and str(args[0]).endswith(".wav"):
+            opened.append(str(args[0]))
+
+    sys.addaudithook(hook)  # hooks cannot be removed; this one goes quiet after the test
+    original = sf.SoundFile.__init__
+
+    def counting(self, file, *args, **kwargs):
+        opened.append(str(file))
+        original(self, file, *args, **kwargs)
+
+    monkeypatch.setattr(sf.SoundFile, "__init__", counting)
+    yield opened
+    watching[0] = False
+
+
+def reference_windows(encoder, path, window_seconds: float) -> np.ndarray:
+    """``[windows, layers, dims]``: each window alone through HubertModel, time-mean, float16."""
+    waveform = torch.from_numpy(load_audio(path))
+    step = round(window_seconds * 24000)
+    pieces = [waveform[i : i + step] for i in range(0, len(waveform), step)]
+    pieces = [p for p in pieces if len(p) >= 400]
+    with torch.no_grad():
+        pooled = [
+            torch.stack(encoder(p[None], output_hidden_states=True).hidden_states)[:, 0].mean(1)
+            for p in pieces
+        ]
+    return torch.stack(pooled).numpy().astype(np.float16)
+
+
+def test_features_equal_hubert_bit_for_bit_and_failures_are_reported(
+    tiny_encoder_dir, tracks, tmp_path
+):
+    encoder = load_encoder(tiny_encoder_dir, attn_implementation="eager")  # fp32, eager
+    settings = settings_for(encoder, window_seconds=0.5)
+    cache = FeatureCache(encoder, tmp_path / "cache", settings, batch_size=1, progress=False)
     split = cache.features(tracks, "train")
     assert split.track_ids == ["t0", "t1", "t2"]
     assert set(split.failed) == {"broken", "gone"}
     assert "2 of 5 tracks" in split.failure_summary()
     assert split.features.dtype == np.float16 and isinstance(split.features, np.memmap)
-
-    encoder = load_encoder(tiny_encoder_dir)
     for position, track in enumerate(tracks[:3]):
-        expected = embed(encoder, load_audio(track.path), window_seconds=0.5).transpose(1, 0, 2)
-        got = np.asarray(split.features[split.track_index == position], dtype=np.float32)
+        expected = reference_windows(encoder, track.path, 0.5)
+        got = np.asarray(split.features[split.track_index == position])
         assert got.shape == expected.shape  # 1.3 s -> 3 windows, 0.7 s -> 2, 0.45 s -> 1
-        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
+        np.testing.assert_array_equal(got, expected)
+    # Batching equal-length windows across tracks moves the last bits only.
+    batched = FeatureCache(encoder, tmp_path / "other", settings, batch_size=4, progress=False)
+    np.testing.assert_allclose(
+        np.asarray(batched.features(tracks, "train").features, np.float32),
+        np.asarray(split.features, np.float32),
+        rtol=2e-3,
+        atol=2e-3,
+    )
 
 
-def test_second_run_reads_the_cache(tiny_encoder_dir, tracks, tmp_path, monkeypatch):
+def test_second_run_opens_no_audio_file(tiny_encoder_dir, tracks, tmp_path, audio_opens):
     settings = settings_for(tiny_encoder_dir, window_seconds=None)
-    first = FeatureCache(tiny_encoder_dir, tmp_path, settings, progress=False).features(tracks, "x")
+    first = FeatureCache(tiny_encoder_dir, tmp_path, settings, workers=0, progress=False)
+    first = first.features(tracks, "x")
+    assert audio_opens  # the first run read the audio (hashing and decoding)
+    audio_opens.clear()
 
-    def no_embedding(*args, **kwargs):
-        raise AssertionError("the encoder ran although the features were cached")
-
-    monkeypatch.setattr(features_module, "embed", no_embedding)
-    again = FeatureCache(tiny_encoder_dir, tmp_path, settings, progress=False)
+    again = FeatureCache(tiny_encoder_dir, tmp_path, settings, workers=0, progress=False)
     second = again.features(tracks, "x")
+    assert audio_opens == []
     assert again._encoder is None  # not even loaded
     assert second.directory == first.directory
     np.testing.assert_array_equal(second.features, first.features)
     assert second.failed == first.failed
+
+
+def test_audio_hashes_follow_size_and_modification_time(tracks, tmp_path, monkeypatch):
+    import culturemert.evaluate.fingerprints as fingerprints
+
+    store = tmp_path / "hashes.json"
+    before = audio_fingerprint(tracks, AudioHashes(store))
+    hashed = []
+    original = fingerprints.hash_file
+    monkeypatch.setattr(fingerprints, "hash_file", lambda p: hashed.append(p) or original(p))
+    assert audio_fingerprint(tracks, AudioHashes(store)) == before and hashed == []
+    path = tracks[0].path
+    os.utime(path, (AN_HOUR_AGO + 1, AN_HOUR_AGO + 1))  # touched, same content: same key
+    assert audio_fingerprint(tracks, AudioHashes(store)) == before and hashed == [path]
+    data, rate = sf.read(path, dtype="float32")
+    sf.write(path, data * 0.5, rate)  # new content: a new key
+    assert audio_fingerprint(tracks, AudioHashes(store)) != before
 
 
 def test_key_changes_with_encoder_audio_and_settings(tiny_encoder_dir, tracks, tmp_path):
@@ -92,10 +155,8 @@ def test_key_changes_with_encoder_audio_and_settings(tiny_encoder_dir, tracks, t
     assert encoder_fingerprint(model) != in_memory
     assert FeatureCache(model, tmp_path, settings).entry(tracks, "train") != entry
 
-    before = audio_fingerprint(tracks)
     data = sf.read(tracks[0].path, dtype="float32")[0]
     sf.write(tracks[0].path, data * 0.5, 24000)
-    assert audio_fingerprint(tracks) != before
     assert cache.entry(tracks, "train") != entry
 
 
@@ -128,4 +189,5 @@ def test_no_usable_audio_is_a_clear_error(tiny_encoder_dir, tracks, tmp_path):
     cache = FeatureCache(tiny_encoder_dir, tmp_path / "c", settings, progress=False)
     with pytest.raises(ValueError, match="none of the 2 tracks"):
         cache.features(tracks[3:], "test")
-    assert not any((tmp_path / "c").iterdir())  # nothing half-written left behind
+    # Nothing half-written is left behind; only the remembered audio hashes.
+    assert [p.name for p in (tmp_path / "c").iterdir()] == ["audio-sha256.json"]

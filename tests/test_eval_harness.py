@@ -205,7 +205,7 @@ def test_truncation_defaults_overrides_and_errors(tiny_encoder_dir, data_root, t
     )
     assert results["config"]["max_seconds"] == {"generic": 0.3}
     metas = [json.loads(meta.read_text()) for meta in tmp_path.glob("*/meta.json")]
-    assert len(metas) == 2 and {meta["max_seconds"] for meta in metas} == {0.3}
+    assert len(metas) == 2 and {meta["settings"]["max_seconds"] for meta in metas} == {0.3}
     for bad in ({"makm": 10}, {"makam": -1}):
         with pytest.raises(DatasetError, match="max_seconds"):
             evaluate_encoder(

@@ -10,18 +10,20 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from culturemert.embedding import LayerWeighting
-from culturemert.evaluate.probe_math import ProbePasses
+from culturemert.evaluate.metrics import macro_roc_auc
+from culturemert.evaluate.probe_math import GridView, ProbePasses, dropout_keep, weighted_groups
 from culturemert.evaluate.probes import (
     WEIGHTED,
     ProbeSettings,
     ProbeSpec,
     WindowData,
     init_params,
-    macro_roc_auc,
     train_probes,
 )
+from culturemert.evaluate.selection import SelectionConfig, probe_grid
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def window_data(rng, tracks: int, windows_per_track: int, layers=3, dims=8, tags=4, signal=1.0):
@@ -95,8 +97,9 @@ def reference_run(spec, params, row, train, valid, settings, layers):
     return np.array(history), np.array(rates), best[1]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", ["mlp", "linear"])
-def test_batched_probes_match_probes_trained_one_by_one(kind):
+def test_batched_probes_match_probes_trained_one_by_one(kind, device):
     rng = np.random.default_rng(0)
     train = window_data(rng, tracks=60, windows_per_track=2, signal=2.0)
     valid = window_data(rng, tracks=30, windows_per_track=3, signal=2.0)
@@ -109,17 +112,18 @@ def test_batched_probes_match_probes_trained_one_by_one(kind):
         ProbeSpec(WEIGHTED, 5e-3, seed=3),
         ProbeSpec(0, 5e-3, seed=7),
     ]  # one rate at first; the plateau schedule makes the probes' rates diverge
-    run = train_probes(specs, train, valid, settings, progress=False)
+    run = train_probes(specs, train, valid, settings, device=device, progress=False)
     initial = init_params(specs, 3, 8, 4, settings)
     predictions = run.predict(valid)
+    tolerance = 1e-5 if device == "cpu" else 1e-3  # another device's rounding may flip a rank
     for row, spec in enumerate(specs):
         history, rates, best_probabilities = reference_run(
             spec, initial, row, train, valid, settings, 3
         )
-        np.testing.assert_allclose(run.history[row], history, atol=1e-5)
+        np.testing.assert_allclose(run.history[row], history, atol=tolerance)
         np.testing.assert_array_equal(run.lr_history[row], rates)
         assert run.best_epoch[row] == int(np.argmax(history))
-        np.testing.assert_allclose(predictions[row], best_probabilities, atol=1e-5)
+        np.testing.assert_allclose(predictions[row], best_probabilities, atol=tolerance)
     # The probe on the informative layer learned something.
     assert run.best_score[0] > (0.8 if kind == "mlp" else 0.6)
     assert len(set(run.lr_history[:, -1])) > 1  # the rates did diverge
@@ -187,22 +191,25 @@ def test_bad_input_is_reported():
         train_probes([ProbeSpec(0, 1e-3)], data, constant, progress=False)
 
 
-def test_written_out_gradients_equal_autograd_with_dropout_and_layer_mixing():
+@pytest.mark.parametrize("device", DEVICES)
+def test_written_out_gradients_equal_autograd_with_dropout_and_layer_mixing(device):
     """ProbePasses' gradients against torch autograd through the same dropout masks."""
     layers, windows, dims, tags, size = 3, 20, 8, 4, 6
     settings = ProbeSettings(hidden=16, dropout=0.25)
     specs = [ProbeSpec(2, 1e-3, seed=0), ProbeSpec(0, 1e-3, seed=1), ProbeSpec(WEIGHTED, 1e-3, 1)]
-    params = init_params(specs, layers, dims, tags, settings)
-    params["mix"] = torch.randn(len(specs), layers)  # away from uniform: a real softmax
-    table = torch.randn(layers, windows, dims)
-    batch = torch.stack([torch.randperm(windows)[:size] for _ in range(2)])
-    slot = torch.tensor([0, 1, 1])
-    targets = (torch.rand(2, size, tags) < 0.5).float()
-    passes = ProbePasses("mlp", settings.dropout)
-    logits = passes.logits(
-        params, 2, table, batch, slot, [np.random.default_rng(p) for p in range(3)]
+    params = {k: v.to(device) for k, v in init_params(specs, layers, dims, tags, settings).items()}
+    params["mix"] = torch.randn(len(specs), layers, device=device)  # a real softmax
+    table = torch.randn(layers, windows, dims, device=device)
+    batch = torch.stack([torch.randperm(windows)[:size] for _ in range(2)]).to(device)
+    slot = torch.tensor([0, 1, 1], device=device)
+    targets = (torch.rand(2, size, tags, device=device) < 0.5).float()
+    keep = dropout_keep(
+        [11, 12], 5, (size, settings.hidden), settings.dropout, torch.device(device)
     )
-    grads = {k: v.clone() for k, v in passes.gradients(params, logits.clone(), targets).items()}
+    passes = ProbePasses("mlp", settings.dropout, device)
+    view = GridView(params, 2, slot, weighted_groups(slot, 2))
+    logits = passes.logits(view, table, batch, keep)
+    grads = {k: v.clone() for k, v in passes.gradients(logits.clone(), targets).items()}
 
     for p, spec in enumerate(specs):
         leaves = {k: params[k][p].clone().requires_grad_() for k in ("w1", "b1", "w2", "b2", "mix")}
@@ -211,15 +218,66 @@ def test_written_out_gradients_equal_autograd_with_dropout_and_layer_mixing():
             x = torch.einsum("l,lbd->bd", torch.softmax(leaves["mix"], 0), windows_of_slot)
         else:
             x = windows_of_slot[spec.layer]
-        keep = np.random.default_rng(p).random((size, settings.hidden), dtype=np.float32) >= 0.25
-        hidden = torch.relu(x @ leaves["w1"] + leaves["b1"]) * torch.from_numpy(keep) / 0.75
+        hidden = torch.relu(x @ leaves["w1"] + leaves["b1"]) * keep[slot[p]] / 0.75
         expected = hidden @ leaves["w2"] + leaves["b2"]
         torch.testing.assert_close(logits[p], expected, rtol=1e-5, atol=1e-6)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(expected, targets[slot[p]])
         loss.backward()
         for name, leaf in leaves.items():
-            reference = leaf.grad if name != "mix" or spec.layer == WEIGHTED else torch.zeros(3)
+            reference = leaf.grad
+            if name == "mix" and spec.layer != WEIGHTED:
+                reference = torch.zeros(3, device=device)
             torch.testing.assert_close(grads[name][p], reference, rtol=1e-4, atol=1e-7)
+
+
+def numpy_mix32(x: np.ndarray) -> np.ndarray:
+    """The dropout hash written out in uint32 arithmetic, where products wrap by themselves."""
+    x = x.astype(np.uint32)
+    x ^= x >> np.uint32(16)
+    x *= np.uint32(0x21F0AAAD)
+    x ^= x >> np.uint32(15)
+    x *= np.uint32(0x735A2D97)
+    return x ^ (x >> np.uint32(15))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_dropout_masks_are_a_hash_of_seed_step_and_element(device):
+    seeds, step, shape, rate = [3, 40], 17, (64, 512), 0.2
+    keep = dropout_keep(seeds, step, shape, rate, torch.device(device)).cpu().numpy()
+    element = np.arange(shape[0] * shape[1], dtype=np.uint32)
+    for row, seed in enumerate(seeds):
+        first = int(numpy_mix32(np.array([(int(numpy_mix32(np.array([seed]))[0]) + step)]))[0])
+        second = int(numpy_mix32(np.array([first ^ 0x9E3779B9]))[0])
+        values = numpy_mix32(numpy_mix32(element ^ np.uint32(first)) ^ np.uint32(second))
+        np.testing.assert_array_equal(keep[row].ravel(), values >= round(rate * 2**32))
+        assert abs(keep[row].mean() - (1 - rate)) < 0.01
+    assert (keep[0] != keep[1]).mean() > 0.25  # seeds draw different masks ...
+    later = dropout_keep(seeds, step + 1, shape, rate, torch.device(device)).cpu().numpy()
+    assert (later[0] != keep[0]).mean() > 0.25  # ... and so do steps
+
+
+def test_a_probe_trains_alike_alone_and_in_a_grid_with_dropout():
+    rng = np.random.default_rng(6)
+    train = window_data(rng, tracks=40, windows_per_track=2)
+    valid = window_data(rng, tracks=20, windows_per_track=1)
+    settings = ProbeSettings(hidden=16, batch_size=16, max_epochs=5, patience=100)  # dropout 0.2
+    alone = train_probes([ProbeSpec(1, 1e-2, seed=4)], train, valid, settings, progress=False)
+    specs = [ProbeSpec(0, 1e-3, 0), ProbeSpec(1, 1e-2, seed=4), ProbeSpec(WEIGHTED, 5e-3, 2)]
+    grid = train_probes(specs, train, valid, settings, progress=False)
+    np.testing.assert_allclose(grid.history[1], alone.history[0], rtol=1e-6)
+    torch.testing.assert_close(grid.params["w2"][1], alone.params["w2"][0], rtol=1e-5, atol=1e-7)
+
+
+def test_settings_and_grids_refuse_what_cannot_train():
+    with pytest.raises(ValueError, match="max_epochs must be a whole number of at least 1"):
+        ProbeSettings(max_epochs=0)
+    with pytest.raises(ValueError, match="dropout"):
+        ProbeSettings(dropout=1.0)
+    with pytest.raises(ValueError, match="kind"):
+        ProbeSettings(kind="transformer")
+    config = SelectionConfig(learning_rates=(1e-3,), seeds=2)
+    assert {spec.layer for spec in probe_grid(config, 4)} == {0, 1, 2, 3, WEIGHTED}
+    assert {spec.layer for spec in probe_grid(config, 1)} == {0}  # no weighting of one layer
 
 
 def test_training_on_several_threads_gives_the_one_thread_result():

@@ -40,7 +40,9 @@ def expected_features(encoder_dir, path):
 
 def test_folder_extraction_via_cli(tiny_encoder_dir, corpus, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["extract", str(tiny_encoder_dir), str(corpus), "--out", str(out)])
+    code = main(
+        ["extract", str(tiny_encoder_dir), str(corpus), "--out", str(out), "--window-seconds", "0"]
+    )
     assert code == 1  # one input failed
     features = out / "features"
     assert sorted(p.relative_to(features).as_posix() for p in features.rglob("*.npy")) == [
@@ -65,6 +67,65 @@ def test_folder_extraction_via_cli(tiny_encoder_dir, corpus, tmp_path, capsys):
     }
     assert not [p for p in out.rglob(".*")]  # nothing half-written is left
     assert "1 failed" in capsys.readouterr().out
+
+
+def test_default_embeds_long_recordings_in_30_s_windows(tiny_encoder_dir, tmp_path, capsys):
+    rate = 24000
+    wave = 0.3 * np.random.default_rng(5).standard_normal(65 * rate).astype(np.float32)
+    (tmp_path / "in").mkdir()
+    sf.write(tmp_path / "in" / "long.wav", wave, rate)
+    out = tmp_path / "out"
+    assert main(["extract", str(tiny_encoder_dir), str(tmp_path / "in"), "--out", str(out)]) == 0
+    features = np.load(out / "features" / "long.npy")
+    assert features.shape == (3, 3, 32)  # 30 s + 30 s + a 5 s tail
+    encoder = load_encoder(tiny_encoder_dir)
+    decoded = sf.read(tmp_path / "in" / "long.wav", dtype="float32")[0]  # as stored (16 bit)
+    with torch.no_grad():
+        tail = encoder(torch.from_numpy(decoded[60 * rate :])[None], output_hidden_states=True)
+    expected = torch.stack(tail.hidden_states)[:, 0].mean(1).numpy()
+    np.testing.assert_allclose(features[:, 2], expected, rtol=1e-4, atol=1e-5)
+    assert "warning" not in capsys.readouterr().err
+    # A whole-track run is possible, but said to be costly.
+    whole = tmp_path / "whole"
+    args = ["extract", str(tiny_encoder_dir), str(tmp_path / "in"), "--out", str(whole)]
+    assert main([*args, "--window-seconds", "0"]) == 0
+    assert (
+        "1 track(s) longer than 30 s (longest 65 s) are embedded whole" in capsys.readouterr().err
+    )
+    assert np.load(whole / "features" / "long.npy").shape == (3, 32)
+
+
+def test_track_ids_become_safe_names_inside_the_output(tiny_encoder_dir, corpus, tmp_path):
+    manifest = corpus / "list.csv"
+    manifest.write_text(
+        "track_id,path\n../../escaped,a.wav\n/etc/absolute,c.ogg\nsub/.hidden/x y,sub/b.flac\n"
+    )
+    out = tmp_path / "deep" / "out"
+    assert main(["extract", str(tiny_encoder_dir), str(manifest), "--out", str(out)]) == 0
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.npy"))
+    assert written == [
+        "deep/out/features/escaped.npy",
+        "deep/out/features/etc/absolute.npy",
+        "deep/out/features/sub/hidden/x_y.npy",
+    ]
+    index = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    assert {row["track_id"]: row["features"] for row in index} == {
+        "../../escaped": "features/escaped.npy",
+        "/etc/absolute": "features/etc/absolute.npy",
+        "sub/.hidden/x y": "features/sub/hidden/x_y.npy",
+    }
+
+
+def test_ids_that_collide_after_mapping_are_refused_by_name(
+    tiny_encoder_dir, corpus, tmp_path, capsys
+):
+    manifest = corpus / "clash.csv"
+    manifest.write_text("track_id,path\nSong 1,a.wav\nother,c.ogg\nsong_1,sub/b.flac\n")
+    out = tmp_path / "out"
+    assert main(["extract", str(tiny_encoder_dir), str(manifest), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "'Song 1'" in error and "'song_1'" in error and "features/song_1.npy" in error
+    assert not out.exists()  # refused before anything was written
 
 
 def test_resume_skips_finished_and_refuses_other_settings(tiny_encoder_dir, corpus, tmp_path):

@@ -60,7 +60,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--window-seconds",
         type=_window,
         default=30.0,
-        help="window length; 0 embeds each track whole (default: %(default)s)",
+        help="window length; 0 embeds each track whole (attention cost grows with the square "
+        "of its length; default: %(default)s)",
     )
     parser.add_argument("--pool", choices=["mean", "max", "mean+std"], default="mean")
     parser.add_argument(
@@ -85,6 +86,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="learning-rate grid (default: 5e-5,1e-4,5e-4,1e-3,5e-3,1e-2)",
     )
     parser.add_argument("--max-epochs", type=int, default=100)
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="where features are extracted and probes trained: cuda, cuda:1, cpu "
+        "(default: this rank's GPU when there is one, else the CPU)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default="float32",
+        help="the encoder's floating-point type when extracting (part of the cache key)",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="audio-decoding processes")
     parser.add_argument("--name", default=None, help="model name shown in reports")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
@@ -112,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
         selection=selection,
         cache_dir=args.cache,
         max_seconds=dict(args.max_seconds),
+        dtype=args.dtype,
+        device=args.device,
+        workers=args.workers,
     )
     try:
         results = evaluate_encoder(
@@ -125,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
     except (DatasetError, EncoderLoadError, AudioError, ValueError, OSError) as error:
         print(f"evaluate: {error}", file=sys.stderr)
         return 2
+    if results is None:  # a rank other than 0 under torchrun: its share is embedded
+        return 0
     path = save_results(args.out, results)
     print(markdown_report([results]))
     print(f"wrote {path}")

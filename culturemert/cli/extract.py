@@ -10,11 +10,16 @@ def _layers(text: str):
     return "all" if text == "all" else [int(part) for part in text.split(",")]
 
 
+def _window(text: str) -> float | None:
+    value = float(text)
+    return None if value <= 0 else value
+
+
 def add_parser(subparsers) -> None:
     """Register the ``extract`` subcommand."""
     parser = subparsers.add_parser(
         "extract",
-        help="embed audio with an encoder (all layers, pooled over time)",
+        help="embed audio with an encoder (all layers, pooled over time per window)",
         description="Embed every track of a folder (recursively) or a CSV/JSONL manifest with a "
         "path column. Writes OUT/features/<track>.npy, OUT/index.jsonl and OUT/failures.tsv; "
         "re-running skips finished tracks. Under torchrun each rank takes its share.",
@@ -24,7 +29,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--layers", type=_layers, default="all", help="'all' or e.g. 4,8,12")
     parser.add_argument("--pool", choices=["mean", "max", "mean+std"], default="mean")
-    parser.add_argument("--window-seconds", type=float, default=None)
+    parser.add_argument(
+        "--window-seconds",
+        type=_window,
+        default=30.0,
+        help="window length; features are [layers, windows, dims]. 0 embeds each track whole "
+        "([layers, dims]; attention cost grows with the square of the length). "
+        "Default: %(default)s, the evaluation protocol's window",
+    )
     parser.add_argument("--drop-last", action="store_true", help="drop a last partial window")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--device", default=None, help="default: this rank's GPU, else CPU")
@@ -36,64 +48,84 @@ def add_parser(subparsers) -> None:
         help="zero-mean/unit-variance input (default: the checkpoint's preprocessor config)",
     )
     parser.add_argument("--workers", type=int, default=1, help="decoding processes")
-    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="windows per forward pass (CPU 4, GPU 16)"
+    )
     parser.set_defaults(run=run)
+
+
+def whole_track_warning(paths, limit: float) -> str | None:
+    """A warning naming how many tracks are longer than ``limit`` seconds, or None."""
+    from culturemert.audio import audio_duration
+
+    durations = [audio_duration(path) for path in paths]
+    long = [d for d in durations if d > limit]
+    if not long:
+        return None
+    return (
+        f"warning: {len(long)} track(s) longer than {limit:g} s (longest {max(long):.0f} s) "
+        "are embedded whole: attention cost and memory grow with the square of the length, "
+        f"far beyond MERT's 5 s training crops. --window-seconds {limit:g} embeds them in windows."
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the encoder, embed this rank's share, and report failures."""
-    import torch
+    from culturemert.devices import distributed_position, resolve_device, slow_dtype_warning
+    from culturemert.extract import WINDOW_SECONDS, ExtractSettings, collect_inputs, extract_corpus
+    from culturemert.model import EncoderLoadError, encoder_preprocessing, load_encoder
 
-    from culturemert.extract import (
-        ExtractSettings,
-        collect_inputs,
-        cpu_has_native_bfloat16,
-        default_device,
-        distributed_position,
-        extract_corpus,
-        preprocessing_settings,
-    )
-    from culturemert.model import load_encoder
-
-    rank, world_size, local_rank = distributed_position()
-    items = collect_inputs(args.input)
+    rank, world_size, _ = distributed_position()
+    try:
+        items = collect_inputs(args.input)
+        device = resolve_device(args.device)
+    except (OSError, ValueError) as error:
+        print(f"extract: {error}", file=sys.stderr)
+        return 2
     if not items:
         print(f"{args.input}: no audio files found", file=sys.stderr)
         return 1
-    device = torch.device(args.device) if args.device else default_device(local_rank)
-    if device.type == "cpu" and args.dtype != "float32" and not cpu_has_native_bfloat16():
-        print(
-            f"warning: this CPU has no native {args.dtype} arithmetic; expect it to run several "
-            "times slower than float32",
-            file=sys.stderr,
+    if args.window_seconds is None and rank == 0:
+        warning = whole_track_warning([path for _, path in items], WINDOW_SECONDS)
+        if warning:
+            print(warning, file=sys.stderr)
+    if warning := slow_dtype_warning(device, args.dtype):
+        print(warning, file=sys.stderr)
+    try:
+        encoder = load_encoder(
+            args.model,
+            attn_implementation=args.attn_implementation,
+            dtype=args.dtype,
+            device=device,
         )
-    encoder = load_encoder(
-        args.model,
-        attn_implementation=args.attn_implementation,
-        dtype=getattr(torch, args.dtype),
-        device=device,
-    )
-    sample_rate, normalize = preprocessing_settings(encoder, args.normalize)
+    except EncoderLoadError as error:
+        print(f"extract: {error}", file=sys.stderr)
+        return 2
+    preprocessing = encoder_preprocessing(encoder)
     settings = ExtractSettings(
-        model=str(args.model),
         dtype=args.dtype,
         layers=args.layers,
         pool=args.pool,
         window_seconds=args.window_seconds,
         drop_last=args.drop_last,
-        normalize=normalize,
-        sample_rate=sample_rate,
+        normalize=preprocessing.do_normalize if args.normalize is None else args.normalize,
+        sample_rate=preprocessing.sample_rate,
     )
-    report = extract_corpus(
-        encoder,
-        items,
-        args.out,
-        settings=settings,
-        num_workers=args.workers,
-        rank=rank,
-        world_size=world_size,
-        batch_size=args.batch_size,
-    )
+    try:
+        report = extract_corpus(
+            encoder,
+            items,
+            args.out,
+            settings=settings,
+            model=str(args.model),
+            num_workers=args.workers,
+            rank=rank,
+            world_size=world_size,
+            batch_size=args.batch_size,
+        )
+    except ValueError as error:  # clashing track ids, other settings in --out
+        print(f"extract: {error}", file=sys.stderr)
+        return 2
     print(
         f"embedded {report.done} tracks ({report.audio_seconds:.1f} s of audio), "
         f"skipped {report.skipped} already done, {len(report.failures)} failed"

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from culturemert import __version__
+from culturemert.devices import check_dtype, device_name, distributed_position, resolve_device
 from culturemert.evaluate.datasets import ADAPTERS, SPLITS, Dataset, DatasetError, build_dataset
 from culturemert.evaluate.features import FeatureCache, settings_for
 from culturemert.evaluate.handcrafted import handcrafted_features, is_handcrafted
@@ -48,6 +49,11 @@ class EvaluationConfig:
     # dataset's published truncation (makam 150 s, Hindustani 780 s, Carnatic 330 s).
     max_seconds: dict[str, float | None] = field(default_factory=dict)
     cache_dir: str | None = None  # default: $CULTUREMERT_CACHE or ~/.cache/culturemert/features
+    dtype: str = "float32"  # the encoder's, when extracting features (a model keeps its own)
+    # Where features are extracted and probes trained (None: this rank's GPU, else the CPU):
+    # the numbers agree across devices to rounding (see bench/gpu.py for the measured gaps).
+    device: str | None = None
+    workers: int = 1  # audio-decoding processes ahead of the encoder
 
 
 def default_cache_dir() -> Path:
@@ -131,10 +137,12 @@ def evaluate_task(
     config: EvaluationConfig,
     *,
     with_test: bool = True,
+    device: torch.device | str = "cpu",
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> TaskResult:
-    """Select a probe for one dataset on validation; with ``with_test``, score it on test."""
+    """Select a probe for one dataset on validation (on ``device``); with ``with_test``, score
+    it on test."""
     if dataset.missing:
         log(dataset.missing_summary())
     splits = SPLITS if with_test else ("train", "valid")
@@ -142,7 +150,12 @@ def evaluate_task(
     data = {split: _split_data(dataset, split, cache, limit, log) for split in splits}
     try:
         selection = select_probe(
-            data["train"], data["valid"], data.get("test"), config.selection, progress=progress
+            data["train"],
+            data["valid"],
+            data.get("test"),
+            config.selection,
+            device=device,
+            progress=progress,
         )
     except ValueError as error:  # e.g. a validation split too small to score
         raise DatasetError(f"{dataset.name}: {error}") from None
@@ -181,11 +194,18 @@ def evaluate_encoder(
     with_test: bool = True,
     progress: bool = True,
     log: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
-) -> Results:
+) -> Results | None:
     """Evaluate ``model`` (a checkpoint folder, a loaded encoder, or ``features:KINDS`` for
-    hand-made features) on ``tasks``: a results dict."""
+    hand-made features) on ``tasks``: a results dict.
+
+    Under ``torchrun`` every rank embeds its share of each split and rank 0 trains the probes
+    and returns the results; the other ranks return None.
+    """
     tasks = check_tasks(tasks)
     check_max_seconds(config.max_seconds)
+    check_dtype(config.dtype)
+    if config.workers < 0:
+        raise ValueError(f"workers must be 0 or more, got {config.workers}")
     config = replace(config, tasks=tuple(tasks), data_root=str(data_root))
     name = name or _model_name(model)
     if is_handcrafted(model):
@@ -193,10 +213,25 @@ def evaluate_encoder(
     elif not isinstance(model, torch.nn.Module):
         model = resolve_source(model)  # a hub id becomes its local snapshot
     datasets = {task: build_dataset(task, data_root) for task in tasks}  # all errors up front
-    settings = settings_for(model, pool=config.pool, window_seconds=config.window_seconds)
-    cache = FeatureCache(
-        model, config.cache_dir or default_cache_dir(), settings, progress=progress
+    device = resolve_device(config.device)
+    settings = settings_for(
+        model, pool=config.pool, window_seconds=config.window_seconds, dtype=config.dtype
     )
+    cache = FeatureCache(
+        model,
+        config.cache_dir or default_cache_dir(),
+        settings,
+        device=device,
+        workers=config.workers,
+        progress=progress,
+    )
+    rank, world_size, _ = distributed_position()
+    if rank != 0:  # this rank's share of every split's features; rank 0 does the rest
+        for dataset in datasets.values():
+            for split in SPLITS if with_test else ("train", "valid"):
+                tracks = dataset.split(split)
+                cache.contribute(tracks, f"{dataset.name}-{split}", audio_limit(dataset, config))
+        return None
     results: Results = {
         "model": name,
         "culturemert_version": __version__,
@@ -207,13 +242,30 @@ def evaluate_encoder(
             "encoder": cache.fingerprint,
         },
         "versions": library_versions(),
+        "runtime": runtime_description(device, world_size),
         "tasks": {},
     }
     for task, dataset in datasets.items():
         results["tasks"][task] = evaluate_task(
-            dataset, cache, config, with_test=with_test, progress=progress, log=log
+            dataset,
+            cache,
+            config,
+            with_test=with_test,
+            device=device,
+            progress=progress,
+            log=log,
         )
     return results
+
+
+def runtime_description(device: torch.device, world_size: int = 1) -> dict:
+    """Where an evaluation ran: device and its name, torch threads, processes."""
+    return {
+        "device": str(device),
+        "device_name": device_name(device),
+        "threads": torch.get_num_threads(),
+        "processes": world_size,
+    }
 
 
 def load_evaluation_config(path: str | os.PathLike) -> EvaluationConfig:
@@ -268,6 +320,8 @@ def validation_score(
         progress=False,
         log=lambda message: None,
     )
+    if results is None:
+        raise ValueError("validation_score runs in one process (rank 0), not under torchrun")
     scores = [entry["validation"]["roc_auc"]["mean"] for entry in results["tasks"].values()]
     return sum(scores) / len(scores)
 

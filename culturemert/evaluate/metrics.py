@@ -11,10 +11,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import rankdata
+import torch
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 HEADLINE = ("roc_auc", "map", "micro_f1", "macro_f1")
+_BOOTSTRAP_ELEMENTS = 1 << 20  # resampled scores ranked at once: bounds the bootstrap's memory
 
 
 def tag_family(tag: str) -> str:
@@ -114,6 +115,34 @@ def summarize_seeds(runs: Sequence[dict]) -> dict:
     }
 
 
+def macro_roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Macro ROC-AUC of ``scores [..., tracks, tags]`` against 0/1 ``labels`` of the same shape
+    (or one that broadcasts to it, e.g. ``[tracks, tags]``), on the scores' device.
+
+    Rank-based (Mann-Whitney U with average ranks for ties), batched over leading axes, in
+    float64. Tags without both a positive and a negative track are left out of each mean (NaN
+    where none is left). scikit-learn's ``roc_auc_score`` is the reference the tests hold it to.
+    """
+    scores = scores.double()
+    labels = torch.as_tensor(labels).to(scores.device, torch.float64).expand_as(scores)
+    n = scores.shape[-2]
+    values, order = scores.transpose(-1, -2).sort(dim=-1)  # [..., tags, tracks]
+    truth = labels.transpose(-1, -2).gather(-1, order)
+    position = torch.arange(n, device=scores.device).expand_as(values)
+    differs = values[..., 1:] != values[..., :-1]
+    edge = torch.ones_like(differs[..., :1])
+    run_start = torch.where(torch.cat([edge, differs], -1), position, 0).cummax(-1).values
+    is_end = torch.cat([differs, edge], -1)
+    run_end = torch.where(is_end, position, n - 1).flip(-1).cummin(-1).values.flip(-1)
+    ranks = (run_start + run_end).double() / 2 + 1
+    positives = truth.sum(-1)
+    negatives = n - positives
+    u = (ranks * truth).sum(-1) - positives * (positives + 1) / 2
+    kept = (positives > 0) & (negatives > 0)
+    auc = torch.where(kept, u / (positives * negatives).clamp(min=1), 0.0)
+    return auc.sum(-1) / kept.sum(-1)
+
+
 def bootstrap_roc_auc(
     y_true: np.ndarray,
     y_score: np.ndarray,
@@ -126,18 +155,19 @@ def bootstrap_roc_auc(
 
     What a different draw of test tracks would have given: small cultural test sets make this
     much wider than the spread over probe seeds. Tags without both classes in a resample are
-    left out of that resample's average, as in :func:`tagging_metrics`.
+    left out of that resample's average, as in :func:`tagging_metrics`. Resamples are scored a
+    few at a time, so memory stays bounded (tens of MB) whatever the split's size.
     """
-    rows = np.random.default_rng(seed).integers(0, len(y_true), (resamples, len(y_true)))
-    labels = np.asarray(y_true)[rows].astype(bool)  # [resamples, tracks, tags]
-    ranks = rankdata(np.asarray(y_score)[rows], axis=1)  # ties share their average rank
-    positives = labels.sum(axis=1)
-    negatives = len(y_true) - positives
-    u = (ranks * labels).sum(axis=1) - positives * (positives + 1) / 2  # Mann–Whitney U
-    scorable = (positives > 0) & (negatives > 0)
-    auc = np.where(scorable, u / np.maximum(positives * negatives, 1), 0.0)
-    counts = scorable.sum(axis=1)
-    values = auc.sum(axis=1)[counts > 0] / counts[counts > 0]
+    y_true, y_score = torch.as_tensor(np.asarray(y_true)), torch.as_tensor(np.asarray(y_score))
+    tracks, tags = y_true.shape
+    rows = torch.from_numpy(np.random.default_rng(seed).integers(0, tracks, (resamples, tracks)))
+    step = max(1, _BOOTSTRAP_ELEMENTS // (tracks * tags))
+    values = torch.cat(
+        [
+            macro_roc_auc(y_score[rows[i : i + step]], y_true[rows[i : i + step]])
+            for i in range(0, resamples, step)
+        ]
+    ).numpy()
     tail = 100 * (1 - level) / 2
-    low, high = np.percentile(values, [tail, 100 - tail])
+    low, high = np.percentile(values[~np.isnan(values)], [tail, 100 - tail])
     return float(low), float(high)

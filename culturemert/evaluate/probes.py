@@ -4,14 +4,16 @@ A probe reads one hidden layer, or a learnable softmax weighting of all layers (
 uniform, as :class:`culturemert.embedding.LayerWeighting`), and predicts tags with BCE-with-logits,
 Adam and batch 64. Instead of one training run per (layer, learning rate, seed), every weight
 carries a leading probe axis and goes through batched products (:mod:`.probe_math`): one pass
-over the data trains the whole grid, split into blocks of probes, one per thread. Each probe
-keeps its own early stopping on validation macro ROC-AUC, its own best weights and its own
-learning rate, lowered as ``torch.optim.lr_scheduler.ReduceLROnPlateau`` (mode max, torch's
-default threshold, cooldown and minimum) lowers it after ``lr_patience`` epochs without a gain;
-probes that have stopped leave the computation. Probes with the same seed share an
-initialisation and a shuffling of the training windows (``torch.randperm`` driven by a
-generator seeded with that seed, one permutation per epoch); each probe draws its dropout masks
-from its own stream, so its result does not depend on the other probes or on the thread count.
+over the data trains the whole grid, on any device. On a CPU the grid is split into blocks of
+probes, one per thread; on a GPU it runs as one block. Each probe keeps its own early stopping on
+validation macro ROC-AUC, its own best weights and its own learning rate, lowered as
+``torch.optim.lr_scheduler.ReduceLROnPlateau`` (mode max, torch's default threshold, cooldown
+and minimum) lowers it after ``lr_patience`` epochs without a gain; probes that have stopped
+leave the computation. Probes with the same seed share an initialisation, a shuffling of the
+training windows (``torch.randperm`` driven by a CPU generator seeded with that seed, one
+permutation per epoch) and their dropout masks (:func:`.probe_math.dropout_keep`), so a probe's
+result depends neither on the other probes, nor on the thread count, nor on the device beyond
+floating-point rounding.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import torch.nn.functional as F
 from torch.optim.adam import adam
 from tqdm.auto import tqdm
 
-from culturemert.evaluate.probe_math import ProbePasses
+from culturemert.evaluate.metrics import macro_roc_auc
+from culturemert.evaluate.probe_math import GridView, ProbePasses, dropout_keep, weighted_groups
 
 #: ``ProbeSpec.layer`` of a probe on the learnable softmax weighting of all layers.
 WEIGHTED = -1
@@ -63,11 +66,23 @@ class ProbeSettings:
     lr_patience: int = 3  # ... after this many epochs without a gain
 
     def __post_init__(self):
-        if not 0.0 < self.lr_factor <= 1.0 or self.lr_patience < 0:
-            raise ValueError(
-                f"lr_factor must be in (0, 1] and lr_patience >= 0, got {self.lr_factor} "
-                f"and {self.lr_patience}"
+        problems = []
+        if self.kind not in KINDS:
+            problems.append(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        for name in ("hidden", "batch_size", "max_epochs", "patience"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                problems.append(f"{name} must be a whole number of at least 1, got {value!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not 0.0 < self.lr_factor <= 1.0:
+            problems.append(f"lr_factor must be in (0, 1], got {self.lr_factor!r}")
+        if not isinstance(self.lr_patience, int) or self.lr_patience < 0:
+            problems.append(
+                f"lr_patience must be a whole number of at least 0, got {self.lr_patience!r}"
             )
+        if problems:
+            raise ValueError("probe settings: " + "; ".join(problems))
 
 
 @dataclass
@@ -98,60 +113,42 @@ class ProbeRun:
 
     specs: list[ProbeSpec]
     settings: ProbeSettings
-    params: dict[str, torch.Tensor]  # best weights, leading axis = probe
+    params: dict[str, torch.Tensor]  # best weights, leading axis = probe, on the trainer's device
     best_epoch: np.ndarray  # [probes], 0-based
     best_score: np.ndarray  # [probes], validation macro ROC-AUC at the best epoch
     history: np.ndarray  # [probes, epochs], validation macro ROC-AUC (nan once stopped)
     lr_history: np.ndarray  # [probes, epochs], learning rate of each epoch (nan once stopped)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live and predictions are computed."""
+        return self.params["w1"].device
+
     def predict(self, data: WindowData, probes: list[int] | None = None) -> np.ndarray:
         """Track probabilities ``[probes, tracks, tags]``: window logits averaged per track."""
         rows = torch.as_tensor(range(len(self.specs)) if probes is None else probes)
-        params, inverse = _singles_first({name: value[rows] for name, value in self.params.items()})
+        params = {name: value[rows.to(value.device)] for name, value in self.params.items()}
+        params, inverse = _singles_first(params)
         singles = int((params["layer"] != WEIGHTED).sum())
-        passes = ProbePasses(self.settings.kind, self.settings.dropout)
-        logits = _track_logits(params, singles, data, passes)[inverse]
-        return torch.sigmoid(logits.double()).numpy()  # float64: no ties from saturation
+        passes = ProbePasses(self.settings.kind, self.settings.dropout, self.device)
+        table = data.by_layer.to(self.device)
+        logits = _track_logits(params, singles, table, data, passes)[inverse.to(self.device)]
+        return torch.sigmoid(logits.double()).cpu().numpy()  # float64: no ties from saturation
 
     def layer_weights(self) -> np.ndarray:
         """Each probe's weights over layers ``[probes, layers]`` (one-hot for single layers)."""
-        return _layer_weights(self.params).numpy()
-
-
-def macro_roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Macro ROC-AUC of ``scores [..., tracks, tags]`` against 0/1 ``labels [tracks, tags]``.
-
-    Rank-based (Mann-Whitney U with average ranks for ties), batched over leading axes. Tags
-    without both a positive and a negative track are left out of the mean.
-    """
-    n = scores.shape[-2]
-    values, order = scores.transpose(-1, -2).double().sort(dim=-1)  # [..., tags, tracks]
-    truth = labels.T.double().expand_as(values).gather(-1, order)
-    position = torch.arange(n).expand_as(values)
-    differs = values[..., 1:] != values[..., :-1]
-    edge = torch.ones_like(differs[..., :1])
-    run_start = torch.where(torch.cat([edge, differs], -1), position, 0).cummax(-1).values
-    is_end = torch.cat([differs, edge], -1)
-    run_end = torch.where(is_end, position, n - 1).flip(-1).cummin(-1).values.flip(-1)
-    ranks = (run_start + run_end).double() / 2 + 1
-    positives = labels.double().sum(0)
-    negatives = n - positives
-    u = (ranks * truth).sum(-1) - positives * (positives + 1) / 2
-    kept = (positives > 0) & (negatives > 0)
-    return (u[..., kept] / (positives * negatives)[kept]).mean(-1)
+        return _layer_weights(self.params).cpu().numpy()
 
 
 def init_params(
     specs: list[ProbeSpec], layers: int, dims: int, tags: int, settings: ProbeSettings
 ) -> dict[str, torch.Tensor]:
-    """Initial weights of every probe, drawn as ``torch.nn.Linear`` does from its seed.
+    """Initial weights of every probe, drawn on the CPU as ``torch.nn.Linear`` does from its seed.
 
     Weights are stored ``[probes, in, out]`` (transposed from ``nn.Linear``); ``mix`` holds the
     layer-weighting logits (zeros, i.e. uniform) and ``layer`` each probe's layer or
     :data:`WEIGHTED`.
     """
-    if settings.kind not in KINDS:
-        raise ValueError(f"probe kind must be one of {', '.join(KINDS)}, got {settings.kind!r}")
     bad = [s.layer for s in specs if not (s.layer == WEIGHTED or 0 <= s.layer < layers)]
     if bad:
         raise ValueError(f"probe layers {sorted(set(bad))} out of range for {layers} layers")
@@ -184,23 +181,31 @@ def _layer_weights(params: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def _singles_first(params: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Params reordered so single-layer probes precede weighted ones, and the inverse order."""
-    order = torch.argsort((params["layer"] == WEIGHTED).int(), stable=True)
-    return {k: v[order] for k, v in params.items()}, order.argsort()
+    order = torch.argsort((params["layer"] == WEIGHTED).int().cpu(), stable=True)
+    return {k: v[order.to(v.device)] for k, v in params.items()}, order.argsort()
 
 
 def _track_logits(
-    params: dict[str, torch.Tensor], singles: int, data: WindowData, passes: ProbePasses
+    params: dict[str, torch.Tensor],
+    singles: int,
+    table: torch.Tensor,
+    data: WindowData,
+    passes: ProbePasses,
 ) -> torch.Tensor:
-    """Window logits averaged per track, ``[probes, tracks, tags]``; single-layer probes first."""
+    """Window logits averaged per track, ``[probes, tracks, tags]``, of probes whose first
+    ``singles`` read one layer; ``table`` is ``data``'s features ``[layers, windows, dims]`` on
+    the probes' device."""
     probes, dims, width = params["w1"].shape
+    slot = torch.zeros(probes, dtype=torch.long, device=table.device)  # all read every window
+    view = GridView(params, singles, slot, weighted_groups(slot, singles))
     chunk = max(1, _EVAL_FLOATS // (probes * (dims + width)))
-    index = torch.as_tensor(np.asarray(data.track_index), dtype=torch.long)
+    device = table.device
+    index = torch.as_tensor(np.asarray(data.track_index), dtype=torch.long, device=device)
     tracks, tags = data.labels.shape
-    total = torch.zeros(probes, tracks, tags)
-    same_batch = torch.zeros(probes, dtype=torch.long)
+    total = torch.zeros(probes, tracks, tags, device=device)
     for start in range(0, len(index), chunk):
-        windows = torch.arange(start, min(start + chunk, len(index)))
-        logits = passes.logits(params, singles, data.by_layer, windows[None], same_batch)
+        windows = torch.arange(start, min(start + chunk, len(index)), device=device)
+        logits = passes.logits(view, table, windows[None])
         total.index_add_(1, index[windows], logits)
     counts = torch.bincount(index, minlength=tracks).clamp(min=1)
     return total / counts[None, :, None]
@@ -248,14 +253,17 @@ def _adam_step(
     One call per run of adjacent probes sharing a rate, on contiguous slices: the fused kernel
     is several times faster on a few large tensors than on a long list of per-probe ones.
     """
+    device = params[0].device
     bounds = [0, *(np.flatnonzero(np.diff(rates)) + 1).tolist(), len(rates)]
     for low, high in itertools.pairwise(bounds):
         views = [[t[low:high] for t in group] for group in (params, grads, moments, squares)]
+        # adam() counts this step; the fused kernel wants its step counters beside the weights.
+        steps = [torch.full((), step - 1.0, device=device) for _ in views[0]]
         with torch.no_grad():
             adam(
                 *views,
                 [],
-                [torch.tensor(float(step - 1)) for _ in views[0]],  # adam() counts this step
+                steps,
                 fused=True,
                 amsgrad=False,
                 beta1=_ADAM_BETAS[0],
@@ -269,14 +277,13 @@ def _adam_step(
 
 @dataclass
 class _Grid:
-    """The probes still training (single-layer ones first), their optimiser and dropout state."""
+    """The probes still training (single-layer ones first) and their optimiser state."""
 
     state: dict[str, torch.Tensor]  # weights; ``layer`` says what each probe reads
     moments: dict[str, torch.Tensor]
     squares: dict[str, torch.Tensor]
     plateau: Plateau
-    slot: torch.Tensor  # which shuffling (seed) each probe follows
-    dropout: list[np.random.Generator]  # one stream per probe: no dependence on the grid
+    slot: torch.Tensor  # which shuffling (seed) each probe follows, on the grid's device
     rows: np.ndarray  # each probe's row in the caller's order
     singles: int
 
@@ -300,24 +307,31 @@ class _Grid:
         table: torch.Tensor,
         orders: torch.Tensor,
         targets: torch.Tensor,
+        seeds: list[int],
         batch_size: int,
         step: int,
     ) -> None:
         """One epoch of Adam steps of the probes ``rows``, numbered from ``step + 1``.
 
-        ``orders [slots, windows]`` is each shuffling's window order; ``targets`` the training
-        windows' labels.
+        ``orders [slots, windows]`` is each shuffling's window order, ``seeds`` each slot's seed;
+        ``targets`` the training windows' labels.
         """
         params, singles = self.part(rows)
+        slot = self.slot[rows]
+        view = GridView(params, singles, slot, weighted_groups(slot, singles))
         names = [k for k in params if k != "layer"]
-        slot, dropout = self.slot[rows], self.dropout[rows]
+        hidden = view.params["w1"].shape[2]
         for start in range(0, orders.shape[1], batch_size):
             batch = orders[:, start : start + batch_size]
-            logits = passes.logits(params, singles, table, batch, slot, dropout)
-            grads = passes.gradients(params, logits, targets[batch])
             step += 1
+            keep = None
+            if passes.kind == "mlp" and passes.dropout > 0:
+                shape = (batch.shape[1], hidden)
+                keep = dropout_keep(seeds, step, shape, passes.dropout, table.device)
+            logits = passes.logits(view, table, batch, keep)
+            grads = passes.gradients(logits, targets[batch])
             _adam_step(
-                [params[k] for k in names],
+                [view.params[k] for k in names],
                 [grads[k] for k in names],
                 [self.moments[k][rows] for k in names],
                 [self.squares[k][rows] for k in names],
@@ -327,32 +341,27 @@ class _Grid:
 
     def keep(self, keep: np.ndarray) -> None:
         """Drop the probes not in the boolean mask ``keep`` from the model and its optimiser."""
-        index = torch.as_tensor(keep)
+        index = torch.as_tensor(keep).to(self.slot.device)
         self.singles = int(keep[: self.singles].sum())
         self.state = {k: v[index] for k, v in self.state.items()}
         self.moments = {k: v[index] for k, v in self.moments.items()}
         self.squares = {k: v[index] for k, v in self.squares.items()}
         self.plateau = self.plateau.subset(keep)
         self.slot = self.slot[index]
-        self.dropout = [rng for rng, kept in zip(self.dropout, keep, strict=True) if kept]
         self.rows = self.rows[keep]
 
 
-def _dropout_stream(spec: ProbeSpec) -> np.random.Generator:
-    """A probe's dropout masks, from its own seed, layer and rate alone."""
-    rate_bits = int(np.float64(spec.lr).view(np.uint64))
-    return np.random.default_rng([spec.seed, spec.layer + 1, rate_bits])
-
-
 @contextmanager
-def _workers(count: int):
-    """A pool of ``count`` threads, torch's own threading off meanwhile.
+def _workers(count: int, device: torch.device):
+    """A pool of ``count`` threads; on a CPU, torch's own threading off meanwhile.
 
-    The grid is split into contiguous blocks, one per thread, each running its products on one
-    core: many small products gain more from this than from torch splitting each of them.
+    On a CPU the grid is split into contiguous blocks, one per thread, each running its
+    products on one core: many small products gain more from this than from torch splitting
+    each of them. A GPU runs the whole grid from one thread.
     """
     previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if device.type == "cpu":
+        torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(count) as pool:
             yield pool
@@ -366,25 +375,27 @@ def train_probes(
     valid: WindowData,
     settings: ProbeSettings = ProbeSettings(),
     *,
+    device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> ProbeRun:
-    """Train every probe in ``specs`` together; each stops early and keeps its best epoch.
-
-    Runs on as many threads as torch is set to use.
-    """
+    """Train every probe in ``specs`` together on ``device``; each stops early and keeps its
+    best epoch. On a CPU, runs on as many threads as torch is set to use."""
     if not specs:
         raise ValueError("no probes to train")
+    device = torch.device(device)
     _, layers, dims = train.features.shape
     tags = train.labels.shape[1]
-    valid_labels = torch.as_tensor(valid.labels)
+    valid_labels = torch.as_tensor(valid.labels, device=device)
     if not bool(((valid_labels.sum(0) > 0) & (valid_labels.sum(0) < len(valid_labels))).any()):
         raise ValueError("no tag has both positive and negative tracks in the validation split")
-    table = train.by_layer
-    track_index = torch.as_tensor(np.asarray(train.track_index), dtype=torch.long)
-    y_train = torch.as_tensor(train.labels, dtype=torch.float32)[track_index]
+    table = train.by_layer.to(device)
+    valid_table = valid.by_layer.to(device)
+    track_index = torch.as_tensor(np.asarray(train.track_index), dtype=torch.long, device=device)
+    y_train = torch.as_tensor(train.labels, dtype=torch.float32, device=device)[track_index]
     windows = table.shape[1]
 
-    state, inverse = _singles_first(init_params(specs, layers, dims, tags, settings))
+    params = init_params(specs, layers, dims, tags, settings)
+    state, inverse = _singles_first({k: v.to(device) for k, v in params.items()})
     order = inverse.argsort().numpy()
     specs_in_order = [specs[i] for i in order]
     seeds = sorted({s.seed for s in specs})
@@ -394,12 +405,11 @@ def train_probes(
         moments={k: torch.zeros_like(state[k]) for k in learned},
         squares={k: torch.zeros_like(state[k]) for k in learned},
         plateau=Plateau.start([s.lr for s in specs_in_order]),
-        slot=torch.tensor([seeds.index(s.seed) for s in specs_in_order]),
-        dropout=[_dropout_stream(s) for s in specs_in_order],
+        slot=torch.tensor([seeds.index(s.seed) for s in specs_in_order], device=device),
         rows=order,
         singles=sum(s.layer != WEIGHTED for s in specs),
     )
-    best = {k: v[inverse] for k, v in state.items()}  # rows in the caller's order
+    best = {k: v[inverse.to(device)].clone() for k, v in state.items()}  # the caller's order
     shufflings = [torch.Generator().manual_seed(seed) for seed in seeds]
     best_score = np.full(len(specs), -np.inf)
     best_epoch = np.full(len(specs), -1)
@@ -412,17 +422,26 @@ def train_probes(
         unit="epoch",
         disable=not progress,
     )
-    workers = torch.get_num_threads()
-    passes = [ProbePasses(settings.kind, settings.dropout) for _ in range(workers)]
+    workers = torch.get_num_threads() if device.type == "cpu" else 1
+    passes = [ProbePasses(settings.kind, settings.dropout, device) for _ in range(workers)]
     step = 0
-    with _workers(workers) as pool:
+    with _workers(workers, device) as pool:
         for epoch in range(settings.max_epochs):
             shards = grid.shards(workers)
             orders = torch.stack([torch.randperm(windows, generator=g) for g in shufflings])
+            orders = orders.to(device)
             # Blocks of probes are independent within an epoch: each thread runs its own.
             work = [
                 pool.submit(
-                    grid.train_epoch, rows, own, table, orders, y_train, settings.batch_size, step
+                    grid.train_epoch,
+                    rows,
+                    own,
+                    table,
+                    orders,
+                    y_train,
+                    seeds,
+                    settings.batch_size,
+                    step,
                 )
                 for rows, own in zip(shards, passes, strict=False)
             ]
@@ -430,19 +449,23 @@ def train_probes(
                 job.result()
             step += -(-windows // settings.batch_size)
             parts = pool.map(
-                lambda rows, own: _track_logits(*grid.part(rows), valid, own), shards, passes
+                lambda rows, own: _track_logits(*grid.part(rows), valid_table, valid, own),
+                shards,
+                passes,
             )
-            logits = torch.cat(list(parts))
-            scores = macro_roc_auc(logits, valid_labels).numpy()
+            scores = macro_roc_auc(torch.cat(list(parts)), valid_labels).cpu().numpy()
             rows = grid.rows
             history[rows, epoch] = scores
             lr_history[rows, epoch] = grid.plateau.rate
             grid.plateau.step(scores, settings.lr_factor, settings.lr_patience)
-            for probe in np.flatnonzero(scores > best_score[rows]):
+            improved = np.flatnonzero(scores > best_score[rows])
+            if len(improved):
+                source = torch.as_tensor(improved, device=device)
+                target = torch.as_tensor(rows[improved], device=device)
                 for name, value in grid.state.items():
-                    best[name][rows[probe]].copy_(value[probe])
-                best_score[rows[probe]] = scores[probe]
-                best_epoch[rows[probe]] = epoch
+                    best[name].index_copy_(0, target, value.index_select(0, source))
+                best_score[rows[improved]] = scores[improved]
+                best_epoch[rows[improved]] = epoch
             keep = epoch - best_epoch[rows] < settings.patience
             bar.set_postfix(active=int(keep.sum()), best=f"{np.nanmax(best_score):.4f}")
             bar.update()

@@ -7,6 +7,7 @@ One JSON object per run; every metric value is a fraction in [0, 1] (reports pri
       "culturemert_version": "0.1.0",
       "config": {...},                               # evaluation settings (probe grid, seeds...)
       "versions": {"torch": "...", ...},             # library versions of the run
+      "runtime": {"device": "cuda:0", "device_name": "...", "threads": 16, "processes": 1},
       "tasks": {
         "makam": {
           "split_checksums": {"train": "<sha256>", "valid": "...", "test": "..."},
@@ -82,6 +83,7 @@ class Results(TypedDict, total=False):
     culturemert_version: str
     config: dict
     versions: dict[str, str]
+    runtime: dict
     tasks: dict[str, TaskResult]
     source: str
 

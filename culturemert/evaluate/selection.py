@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import torch
 
 from culturemert.evaluate.metrics import summarize_seeds, tagging_metrics
 from culturemert.evaluate.probes import (
@@ -36,7 +37,15 @@ class SelectionConfig:
     seeds: int = 5
     layers: tuple[int, ...] | None = None  # None: every layer and the learned weighting
     probe: ProbeSettings = field(default_factory=ProbeSettings)
-    probes_per_pass: int = 84  # bounds memory: weights, Adam moments and best copies per probe
+    # Bounds memory (weights, Adam moments, best copies per probe). None: 84 on a CPU, where
+    # larger passes gain nothing; a whole probe kind's grid at once on a GPU.
+    probes_per_pass: int | None = None
+
+    def __post_init__(self):
+        if self.seeds < 1 or not self.learning_rates or not self.kinds:
+            raise ValueError("selection needs at least one seed, learning rate and probe kind")
+        if self.probes_per_pass is not None and self.probes_per_pass < 1:
+            raise ValueError(f"probes_per_pass must be at least 1, got {self.probes_per_pass}")
 
 
 @dataclass
@@ -56,8 +65,12 @@ def layer_name(layer: int) -> int | str:
 
 
 def probe_grid(config: SelectionConfig, layers: int) -> list[ProbeSpec]:
-    """Every (layer, learning rate, seed) probe of one probe kind, a configuration's seeds adjacent."""
-    chosen = list(range(layers)) + [WEIGHTED] if config.layers is None else list(config.layers)
+    """Every (layer, learning rate, seed) probe of one probe kind, a configuration's seeds adjacent.
+
+    The learned weighting is left out when there is one layer only: it would equal that layer.
+    """
+    weighting = [WEIGHTED] if layers > 1 else []
+    chosen = list(range(layers)) + weighting if config.layers is None else list(config.layers)
     return [
         ProbeSpec(layer, lr, seed)
         for layer, lr, seed in itertools.product(chosen, config.learning_rates, range(config.seeds))
@@ -70,25 +83,25 @@ def select_probe(
     test: WindowData | None,
     config: SelectionConfig = SelectionConfig(),
     *,
+    device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> Selection:
-    """Train the whole grid, choose on validation ROC-AUC (mean over seeds), keep test scores.
-
-    With ``test=None`` (a validation-only score), ``test_scores`` is None.
+    """Train the whole grid on ``device``, choose on validation ROC-AUC (mean over seeds), keep
+    test scores. With ``test=None`` (a validation-only score), ``test_scores`` is None.
     """
-    if config.seeds < 1 or not config.learning_rates or not config.kinds:
-        raise ValueError("selection needs at least one seed, learning rate and probe kind")
+    device = torch.device(device)
+    specs = probe_grid(config, train.features.shape[1])
+    per_pass = config.probes_per_pass or (84 if device.type == "cpu" else len(specs))
     # A pass holds whole configurations (all their seeds), so once it ends only the best
     # configuration so far needs its predictions kept.
-    per_pass = max(1, config.probes_per_pass // config.seeds) * config.seeds
+    per_pass = max(1, per_pass // config.seeds) * config.seeds
     grid: list[dict] = []
     best: Selection | None = None
     for kind in config.kinds:
         settings = replace(config.probe, kind=kind)
-        specs = probe_grid(config, train.features.shape[1])
         for start in range(0, len(specs), per_pass):
             part = specs[start : start + per_pass]
-            run = train_probes(part, train, valid, settings, progress=progress)
+            run = train_probes(part, train, valid, settings, device=device, progress=progress)
             for first in range(0, len(part), config.seeds):
                 rows = list(range(first, first + config.seeds))
                 spec = part[first]
