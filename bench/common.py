@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 
@@ -28,29 +27,52 @@ def encoder_forward_flops(config: HubertConfig, n_samples: int) -> float:
     return flops + config.num_hidden_layers * per_layer
 
 
-def matmul_rate(size: int = 1536, repeats: int = 12) -> float:
-    """Measured fp32 matrix-multiply FLOP/s on this machine (best of a few rounds)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def synchronize(device: torch.device | str = "cpu") -> None:
+    """Wait for the device's queued work, so that a clock read after it is honest."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_rate(
+    size: int = 1536,
+    repeats: int = 12,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> float:
+    """Measured matrix-multiply FLOP/s on ``device`` in ``dtype`` (best of a few rounds)."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(3):
+        synchronize(device)
         start = time.perf_counter()
         for _ in range(repeats):
             a @ b
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 * repeats / best
 
 
-def best_time(function: Callable[[], object], rounds: int = 2) -> float:
-    """Best wall time of ``rounds`` calls, in seconds."""
+def best_time(
+    function: Callable[[], object], rounds: int = 2, device: torch.device | str = "cpu"
+) -> float:
+    """Best wall time of ``rounds`` calls, in seconds (the device's queue drained each time)."""
     best = float("inf")
     for _ in range(rounds):
+        synchronize(device)
         start = time.perf_counter()
         function()
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return best
 
 
-def machine_line() -> str:
-    """One line naming the machine's core count and torch threads."""
-    return f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+def machine_line(device: torch.device | str = "cpu") -> str:
+    """One line naming the machine (CPU model and cores, or the GPU), torch and its threads."""
+    from culturemert.devices import device_name
+
+    return (
+        f"machine: {device_name(torch.device(device))}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )

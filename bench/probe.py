@@ -37,7 +37,7 @@ from culturemert.evaluate.probes import WEIGHTED, ProbeSettings, WindowData
 from culturemert.evaluate.selection import SelectionConfig, probe_grid, select_probe
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_line, matmul_rate  # noqa: E402
+from common import machine_line, matmul_rate, synchronize  # noqa: E402
 
 
 def synthetic_splits(tracks: int, tags: int, layers: int, dims: int, seed: int = 0):
@@ -73,9 +73,17 @@ def epoch_flops(weighted: bool, train: WindowData, valid: WindowData, hidden: in
 
 
 def naive_run(
-    spec, train: WindowData, valid: WindowData, settings: ProbeSettings
+    spec,
+    train: WindowData,
+    valid: WindowData,
+    settings: ProbeSettings,
+    device: torch.device | str = "cpu",
 ) -> tuple[float, int]:
-    """One configuration trained alone; returns its best validation macro ROC-AUC and epochs."""
+    """One configuration trained alone; returns its best validation macro ROC-AUC and epochs.
+
+    As a per-configuration script does: a shuffling DataLoader over CPU tensors, each batch
+    moved to ``device``, scikit-learn's AUC on the validation predictions each epoch.
+    """
     torch.manual_seed(spec.seed)
     layers, dims = train.features.shape[1:]
     tags = train.labels.shape[1]
@@ -86,7 +94,7 @@ def naive_run(
         torch.nn.Linear(settings.hidden, tags),
     )
     weighting = LayerWeighting(layers)
-    model = torch.nn.ModuleList([weighting, head])
+    model = torch.nn.ModuleList([weighting, head]).to(device)
 
     def forward(x):
         return head(weighting(x) if spec.layer == WEIGHTED else x)
@@ -102,7 +110,7 @@ def naive_run(
         batch_size=settings.batch_size,
         shuffle=True,
     )
-    x_valid = inputs(valid)
+    x_valid = inputs(valid).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=settings.lr_factor, patience=settings.lr_patience
@@ -111,13 +119,14 @@ def naive_run(
     for epoch in range(settings.max_epochs):
         model.train()
         for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(forward(x), y)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         model.eval()
         with torch.no_grad():
-            scores = forward(x_valid).numpy()  # one window per track here
+            scores = forward(x_valid).cpu().numpy()  # one window per track here
         kept = [j for j in range(tags) if 0 < valid.labels[:, j].sum() < len(valid.labels)]
         auc = float(np.mean([roc_auc_score(valid.labels[:, j], scores[:, j]) for j in kept]))
         scheduler.step(auc)
@@ -129,27 +138,32 @@ def naive_run(
     return best, epoch + 1
 
 
-def adam_seconds_per_probe_step(layers: int, dims: int, tags: int, hidden: int) -> float:
+def adam_seconds_per_probe_step(
+    layers: int, dims: int, tags: int, hidden: int, device: torch.device | str = "cpu"
+) -> float:
     """Time of one fused Adam update of one MLP probe's weights, measured on 80 probes at once.
 
     Memory-bound: the update reads and writes weights, gradients and two moments, which for a
     grid no longer fit in the caches (a lone probe's do).
     """
     size = 80 * (dims * hidden + hidden + hidden * tags + tags + layers)
-    weights = torch.zeros(size, requires_grad=True)
-    weights.grad = torch.randn(size)
+    weights = torch.zeros(size, requires_grad=True, device=device)
+    weights.grad = torch.randn(size, device=device)
     optimizer = torch.optim.Adam([weights], lr=1e-3, fused=True)
     optimizer.step()
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(10):
         optimizer.step()
+    synchronize(device)
     return (time.perf_counter() - start) / 10 / 80
 
 
-def timed_naive_runs(specs, train, valid, settings) -> tuple[list, float]:
+def timed_naive_runs(specs, train, valid, settings, device="cpu") -> tuple[list, float]:
     """:func:`naive_run` of each configuration, and their total wall time."""
     start = time.perf_counter()
-    results = [naive_run(spec, train, valid, settings) for spec in specs]
+    results = [naive_run(spec, train, valid, settings, device) for spec in specs]
+    synchronize(device)
     return results, time.perf_counter() - start
 
 
@@ -163,16 +177,18 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=100)
     parser.add_argument("--naive-configs", type=int, default=6, help="baseline configs timed")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (both sides)")
+    parser.add_argument("--device", default="cpu", help="both sides' device (cpu, cuda, ...)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
 
     train, valid, test = synthetic_splits(args.tracks, args.tags, args.layers, args.dims)
     settings = ProbeSettings(max_epochs=args.max_epochs)
     config = SelectionConfig(kinds=("mlp",), seeds=args.seeds, probe=settings)
     grid = probe_grid(config, args.layers)
-    print(machine_line())
-    peak = matmul_rate()
+    print(machine_line(device))
+    peak = matmul_rate(device=device)
     print(f"fp32 matmul rate (1536^3 products): {peak / 1e9:.1f} GFLOP/s")
     print(
         f"data: {args.tracks} tracks ({len(train.labels)}/{len(valid.labels)}/{len(test.labels)}),"
@@ -189,11 +205,12 @@ def main() -> None:
     # the machine's speed during the run weighs on both sides alike.
     sample = random.Random(0).sample(grid, min(args.naive_configs, len(grid)))
     half = len(sample) // 2
-    naive_results, measured = timed_naive_runs(sample[:half], train, valid, settings)
+    naive_results, measured = timed_naive_runs(sample[:half], train, valid, settings, device)
     start = time.perf_counter()
-    selection = select_probe(train, valid, test, config, progress=False)
+    selection = select_probe(train, valid, test, config, device=device, progress=False)
+    synchronize(device)
     batched = time.perf_counter() - start
-    more_results, more_time = timed_naive_runs(sample[half:], train, valid, settings)
+    more_results, more_time = timed_naive_runs(sample[half:], train, valid, settings, device)
     naive_results += more_results
     measured += more_time
     chosen = selection.chosen
@@ -228,7 +245,7 @@ def main() -> None:
             f"{batched_scores[key]:.4f})"
         )
     steps = -(-len(train.features) // settings.batch_size)
-    adam = adam_seconds_per_probe_step(args.layers, args.dims, args.tags, settings.hidden)
+    adam = adam_seconds_per_probe_step(args.layers, args.dims, args.tags, settings.hidden, device)
     floor = batched_flops / peak + adam * probe_epochs * steps
     print(
         f"speed-up of the batched selection over one run per configuration: {naive / batched:.1f}x"

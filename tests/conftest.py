@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 import torch
 from transformers import HubertConfig, HubertModel
 
@@ -128,3 +130,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def audio_opens(monkeypatch):
+    """Paths of audio files opened from now on: by Python (audit hook) or by libsndfile."""
+    opened, watching = [], [True]
+
+    def hook(event, args):
+        if watching[0] and event == "open" and str(args[0]).endswith(".wav"):
+            opened.append(str(args[0]))
+
+    sys.addaudithook(hook)  # hooks cannot be removed; this one goes quiet after the test
+    original = sf.SoundFile.__init__
+
+    def counting(self, file, *args, **kwargs):
+        opened.append(str(file))
+        original(self, file, *args, **kwargs)
+
+    monkeypatch.setattr(sf.SoundFile, "__init__", counting)
+    yield opened
+    watching[0] = False

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from culturemert.embedding import LayerWeighting, embed, window_bounds
+from culturemert.embedding import LayerWeighting, embed, embed_stream, window_bounds
 from culturemert.model import load_encoder
 
 
@@ -57,6 +57,27 @@ def test_windows_match_separate_forwards_and_ignore_batching(encoder):
     np.testing.assert_allclose(features, one_by_one, rtol=1e-5, atol=1e-6)
     dropped = embed(encoder, waveform, window_seconds=0.5, drop_last=True)
     assert dropped.shape == (3, 2, 32)
+
+
+def test_stream_batches_across_waveforms_and_keeps_their_order(encoder):
+    rng = np.random.default_rng(3)
+    sr = 24000
+    # Equal lengths batch together across waveforms; odd tails, a missing waveform and one too
+    # short for a frame pass through in order.
+    lengths = [int(1.0 * sr), int(0.5 * sr), int(1.3 * sr), 300, int(1.0 * sr), int(0.2 * sr)]
+    waveforms = [rng.standard_normal(n).astype(np.float32) for n in lengths]
+    inputs = [(f"w{i}", w) for i, w in enumerate(waveforms)]
+    inputs.insert(3, ("missing", None))
+    out = list(embed_stream(encoder, inputs, window_seconds=0.5, batch_size=3))
+    assert [key for key, _, _ in out] == [key for key, _ in inputs]
+    for (key, features, error), (_, waveform) in zip(out, inputs, strict=True):
+        if key in ("missing", "w3"):
+            assert features is None and error
+            continue
+        assert error is None
+        pieces = [waveform[i : i + 12000] for i in range(0, len(waveform), 12000)]
+        expected = np.stack([direct_hidden(encoder, p).mean(axis=1) for p in pieces], axis=1)
+        np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_window_bounds_rules():

@@ -4,7 +4,6 @@ encoder/audio/settings."""
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import replace
 
@@ -41,27 +40,6 @@ def tracks(tmp_path):
     made.append(Track("broken", str(tmp_path / "broken.wav")))
     made.append(Track("gone", str(tmp_path / "gone.wav")))
     return made
-
-
-@pytest.fixture
-def audio_opens(monkeypatch):
-    """Paths of audio files opened from now on: by Python (audit hook) or by libsndfile."""
-    opened, watching = [], [True]
-
-    def hook(event, args):
-        if watching[0] and event == "open" and str(args[0]).endswith(".wav"):
-            opened.append(str(args[0]))
-
-    sys.addaudithook(hook)  # hooks cannot be removed; this one goes quiet after the test
-    original = sf.SoundFile.__init__
-
-    def counting(self, file, *args, **kwargs):
-        opened.append(str(file))
-        original(self, file, *args, **kwargs)
-
-    monkeypatch.setattr(sf.SoundFile, "__init__", counting)
-    yield opened
-    watching[0] = False
 
 
 def reference_windows(encoder, path, window_seconds: float) -> np.ndarray:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +15,7 @@ import soundfile as sf
 from sklearn.metrics import roc_auc_score
 
 from culturemert.cli import main
+from culturemert.evaluate.features import read_entry
 from culturemert.evaluate.harness import EvaluationConfig, evaluate_encoder, validation_score
 from culturemert.evaluate.probes import ProbeSettings
 from culturemert.evaluate.results import load_results, validate_results
@@ -88,6 +93,22 @@ def test_end_to_end_results_and_cache_reuse(tiny_encoder_dir, data_root, tmp_pat
         tiny_encoder_dir, replace(config, tasks=("generic",), data_root=str(data_root))
     )
     assert score == pytest.approx(entry["validation"]["roc_auc"]["mean"])
+
+
+def test_a_second_evaluation_opens_no_audio_file(
+    tiny_encoder_dir, data_root, tmp_path, audio_opens
+):
+    for path in (data_root / "generic" / "audio").iterdir():  # audio unchanged for an hour
+        os.utime(path, (path.stat().st_mtime - 3600,) * 2)
+    config = EvaluationConfig(
+        window_seconds=0.25, selection=SMALL, cache_dir=str(tmp_path), workers=0
+    )
+    first = evaluate_encoder(tiny_encoder_dir, ["generic"], data_root, config, progress=False)
+    assert audio_opens  # hashed and decoded, in this process (no workers)
+    audio_opens.clear()
+    second = evaluate_encoder(tiny_encoder_dir, ["generic"], data_root, config, progress=False)
+    assert audio_opens == []
+    assert second["tasks"]["generic"]["metrics"] == first["tasks"]["generic"]["metrics"]
 
 
 def test_validation_probe_scores_match_scikit_learn(tiny_encoder_dir, data_root, tmp_path):
@@ -211,3 +232,65 @@ def test_truncation_defaults_overrides_and_errors(tiny_encoder_dir, data_root, t
             evaluate_encoder(
                 tiny_encoder_dir, ["generic"], data_root, replace(config, max_seconds=bad)
             )
+
+
+def test_torchrun_ranks_share_the_embedding_and_rank_zero_trains(
+    tiny_encoder_dir, data_root, tmp_path
+):
+    def arguments(name: str) -> list[str]:
+        return [
+            "evaluate",
+            str(tiny_encoder_dir),
+            "--tasks",
+            "generic",
+            "--data-root",
+            str(data_root),
+            "--out",
+            str(tmp_path / f"{name}.json"),
+            "--cache",
+            str(tmp_path / f"{name}-cache"),
+            "--seeds",
+            "1",
+            "--probes",
+            "linear",
+            "--lrs",
+            "1e-2",
+            "--max-epochs",
+            "3",
+            "--window-seconds",
+            "0.25",
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc-per-node", "2", "-m", "culturemert", *arguments("ranks")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("ROC-AUC / mAP") == 1  # rank 0 alone reports
+    assert main(arguments("single")) == 0
+
+    def entries(name: str) -> dict[str, Path]:
+        return {
+            json.loads((meta.parent / "meta.json").read_text())["split"]: meta.parent
+            for meta in (tmp_path / f"{name}-cache").glob("*/meta.json")
+        }
+
+    shared, alone = entries("ranks"), entries("single")
+    assert sorted(shared) == sorted(alone) == ["generic-test", "generic-train", "generic-valid"]
+    assert not list((tmp_path / "ranks-cache").glob(".*"))  # no shard or staging folder left
+    for split, folder in shared.items():
+        joined, whole = read_entry(folder), read_entry(alone[split])
+        assert joined.track_ids == whole.track_ids  # the split's order, not the ranks'
+        np.testing.assert_array_equal(joined.track_index, whole.track_index)
+        np.testing.assert_allclose(
+            np.asarray(joined.features, np.float32),
+            np.asarray(whole.features, np.float32),
+            rtol=2e-3,
+            atol=2e-3,
+        )
+    ranks, single = load_results(tmp_path / "ranks.json"), load_results(tmp_path / "single.json")
+    assert ranks["tasks"]["generic"]["tracks"] == single["tasks"]["generic"]["tracks"]
+    assert ranks["runtime"]["processes"] == 2 and single["runtime"]["processes"] == 1

@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from culturemert.audio import AudioError
+    from culturemert.devices import resolve_device, slow_dtype_warning
     from culturemert.evaluate.datasets import DatasetError
     from culturemert.evaluate.harness import EvaluationConfig, evaluate_encoder
     from culturemert.evaluate.report import markdown_report
@@ -130,6 +131,13 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         workers=args.workers,
     )
+    try:
+        device = resolve_device(args.device)
+    except ValueError as error:
+        print(f"evaluate: {error}", file=sys.stderr)
+        return 2
+    if warning := slow_dtype_warning(device, args.dtype):
+        print(warning, file=sys.stderr)
     try:
         results = evaluate_encoder(
             args.model,
