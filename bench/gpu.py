@@ -168,7 +168,7 @@ def extraction_rows(sizes: Sizes, device: torch.device, workers: int, tmp: Path)
         sizes.clips,
         sizes.clip_seconds,
         device=device,
-        batch_size=default_batch_size(device),
+        batch_size=default_batch_size(device, sizes.clip_seconds),
         workers=workers,
         rounds=1,
         tmp=tmp,

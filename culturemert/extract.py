@@ -180,7 +180,7 @@ def embed_tracks(
         pool=settings.pool,
         window_seconds=settings.window_seconds,
         drop_last=settings.drop_last,
-        batch_size=batch_size or default_batch_size(device),
+        batch_size=batch_size or default_batch_size(device, settings.window_seconds),
     ):
         yield position, features, reasons.pop(position, error)
 

@@ -49,7 +49,10 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--workers", type=int, default=1, help="decoding processes")
     parser.add_argument(
-        "--batch-size", type=int, default=None, help="windows per forward pass (CPU 4, GPU 16)"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="windows per forward pass (default: about 30 s of audio on a CPU, 16 on a GPU)",
     )
     parser.set_defaults(run=run)
 
