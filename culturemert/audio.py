@@ -8,11 +8,10 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from culturemert.frames import MIN_SAMPLES, SAMPLE_RATE
+
 #: Extensions picked up when a folder is scanned for audio.
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au"})
-
-#: One encoder frame: the convolutional front end's receptive field in samples.
-MIN_SAMPLES = 400
 
 
 class AudioError(ValueError):
@@ -41,7 +40,7 @@ def resample(waveform: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarr
 
 def load_audio(
     path: str | Path,
-    sample_rate: int = 24000,
+    sample_rate: int = SAMPLE_RATE,
     *,
     normalize: bool = False,
     min_samples: int = MIN_SAMPLES,

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from culturemert.audio import MIN_SAMPLES
+from culturemert.frames import MIN_SAMPLES
 from culturemert.model.checkpoint import encoder_preprocessing
 
 POOLS = ("mean", "max", "mean+std")

@@ -30,7 +30,6 @@ from tqdm.auto import tqdm
 
 from culturemert.atomic import save_npy, write_text
 from culturemert.audio import (
-    MIN_SAMPLES,
     AudioError,
     audio_duration,
     find_audio_files,
@@ -39,6 +38,7 @@ from culturemert.audio import (
 )
 from culturemert.devices import default_batch_size
 from culturemert.embedding import Layers, embed_stream, encoder_device
+from culturemert.frames import MIN_SAMPLES, SAMPLE_RATE
 from culturemert.manifest import read_manifest
 
 MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
@@ -57,7 +57,7 @@ class ExtractSettings:
     pool: str = "mean"
     window_seconds: float | None = WINDOW_SECONDS  # None: each track whole
     drop_last: bool = False
-    sample_rate: int = 24000
+    sample_rate: int = SAMPLE_RATE
     normalize: bool = False
     max_seconds: float | None = None  # only the first seconds of each recording (None: all)
 

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from culturemert.frames import SAMPLE_RATE
 from culturemert.model.checkpoint import Preprocessing
 from culturemert.teachers.features import FEATURE_KINDS, frame_features
-from culturemert.teachers.frames import SAMPLE_RATE
 
 PREFIX = "features:"
 

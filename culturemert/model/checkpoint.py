@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from culturemert.atomic import atomic_directory
+from culturemert.frames import SAMPLE_RATE
 from culturemert.model.config import hubert_config_from_dict
 
 if TYPE_CHECKING:  # the modeling code is slow to import; tools that never build a model skip it
@@ -28,7 +29,7 @@ class EncoderLoadError(OSError):
 class Preprocessing:
     """What a checkpoint expects of its input waveform (from ``preprocessor_config.json``)."""
 
-    sample_rate: int = 24000
+    sample_rate: int = SAMPLE_RATE
     do_normalize: bool = False
 
     def to_hf_dict(self) -> dict:
@@ -65,7 +66,9 @@ def resolve_source(source: str | os.PathLike) -> Path:
         ) from error
 
 
-def read_preprocessing(directory: str | os.PathLike, default_rate: int = 24000) -> Preprocessing:
+def read_preprocessing(
+    directory: str | os.PathLike, default_rate: int = SAMPLE_RATE
+) -> Preprocessing:
     """The checkpoint's sample rate and ``do_normalize`` flag (defaults when the file is absent)."""
     file = Path(directory) / "preprocessor_config.json"
     if not file.is_file():
@@ -133,7 +136,7 @@ def encoder_preprocessing(model: HubertModel) -> Preprocessing:
     found = getattr(model, "preprocessing", None)
     if isinstance(found, Preprocessing):
         return found
-    return Preprocessing(sample_rate=int(getattr(model.config, "sample_rate", 24000)))
+    return Preprocessing(sample_rate=int(getattr(model.config, "sample_rate", SAMPLE_RATE)))
 
 
 def save_encoder(

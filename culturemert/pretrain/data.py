@@ -21,9 +21,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from culturemert.audio import AudioError, audio_duration, load_audio
+from culturemert.frames import HOP_SAMPLES, SAMPLE_RATE
 from culturemert.manifest import Track, read_manifest
 from culturemert.pretrain.recipe import MixtureConfig
-from culturemert.teachers.frames import HOP_SAMPLES, SAMPLE_RATE
 from culturemert.teachers.targets import TargetSet
 
 log = logging.getLogger(__name__)

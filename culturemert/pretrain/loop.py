@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from transformers import HubertConfig, HubertModel
 
 from culturemert.atomic import write_text
+from culturemert.frames import SAMPLE_RATE
 from culturemert.model import load_encoder, save_encoder
 from culturemert.model.checkpoint import Preprocessing, encoder_preprocessing
 from culturemert.pretrain.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
@@ -52,7 +53,6 @@ from culturemert.pretrain.recipe import (
     recipe_to_dict,
 )
 from culturemert.pretrain.schedule import learning_rate
-from culturemert.teachers.frames import SAMPLE_RATE
 from culturemert.teachers.targets import TargetSet, load_targets
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Pre-training recipes: plain dataclasses read from YAML, with dotted ``key=value`` overrides.
+"""Pre-training recipes: dataclasses read by :mod:`culturemert.config`, with ``key=value`` overrides.
 
 A recipe names where training starts (``init``), the teacher whose targets it learns
 (``teacher``), the objective's settings, the corpora (``data``), the engine, and a list of
@@ -9,17 +9,14 @@ by index or by stage name: ``stages.heads.steps=10``). Errors name the offending
 
 from __future__ import annotations
 
-import copy
 import math
 import re
-import types
 import typing
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import yaml
-
+from culturemert.config import ConfigError, config_from_dict, read_yaml, to_dict
+from culturemert.frames import MIN_SAMPLES, SAMPLE_RATE
 from culturemert.pretrain.objective import ObjectiveConfig
 from culturemert.pretrain.schedule import DECAY_SHAPES, SCHEDULE_KINDS, ScheduleConfig
 
@@ -35,8 +32,8 @@ PRECISIONS = {
 STRATEGIES = ("auto", "ddp", "fsdp")
 
 
-class RecipeError(ValueError):
-    """A recipe that cannot be used; the message names the file and the field."""
+#: A recipe that cannot be used; the message names the file and the field.
+RecipeError = ConfigError
 
 
 @dataclass
@@ -122,25 +119,15 @@ class Recipe:
 
 def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recipe:
     """Read a YAML recipe, apply ``key=value`` overrides, and check every field."""
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"{path}: no such recipe file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise RecipeError(f"{path}: not valid YAML ({error})") from None
-    return recipe_from_dict(raw, overrides, where=str(path))
+    return recipe_from_dict(read_yaml(path, "recipe"), overrides, where=str(path))
 
 
 def recipe_from_dict(
     raw: dict, overrides: typing.Sequence[str] = (), *, where: str = "recipe"
 ) -> Recipe:
     """Build and validate a recipe from a dict (as read from YAML) plus overrides."""
-    raw = copy.deepcopy(raw)
+    recipe = config_from_dict(Recipe, raw, overrides, where=where)
     try:
-        for override in overrides:
-            apply_override(raw, override)
-        recipe = _build(Recipe, raw, "")
         _validate(recipe)
     except RecipeError as error:
         raise RecipeError(f"{where}: {error}") from None
@@ -149,126 +136,7 @@ def recipe_from_dict(
 
 def recipe_to_dict(recipe: Recipe) -> dict:
     """The recipe as plain YAML-ready data (what a run writes next to its outputs)."""
-    return _plain(recipe)
-
-
-def apply_override(raw: dict, override: str) -> None:
-    """Set ``a.b.0.c=value`` in ``raw``; the value is parsed as YAML (``10``, ``[heads, cnn]``)."""
-    key, sep, text = override.partition("=")
-    if not sep or not key.strip():
-        raise RecipeError(f"override {override!r}: expected KEY=VALUE, e.g. stages.0.steps=10")
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise RecipeError(f"override {override!r}: the value is not valid YAML ({error})") from None
-    parts = key.strip().split(".")
-    node: Any = raw
-    for depth, part in enumerate(parts):
-        last = depth == len(parts) - 1
-        where = ".".join(parts[: depth + 1])
-        if isinstance(node, list):
-            index = _list_index(node, part, where)
-            if last:
-                node[index] = value
-            else:
-                node = node[index]
-        elif isinstance(node, dict):
-            if last:
-                node[part] = value
-            else:
-                node = node.setdefault(part, {})
-        else:
-            raise RecipeError(f"override {override!r}: {where} is not inside a mapping or list")
-
-
-def _list_index(items: list, part: str, where: str) -> int:
-    """A list position from an index or, for stages, a stage name."""
-    if part.lstrip("-").isdigit():
-        index = int(part)
-        if not -len(items) <= index < len(items):
-            raise RecipeError(f"{where}: index out of range (the list has {len(items)} items)")
-        return index
-    for index, item in enumerate(items):
-        if isinstance(item, dict) and item.get("name") == part:
-            return index
-    raise RecipeError(f"{where}: no list item named {part!r}")
-
-
-def _build(cls: type, raw: Any, where: str) -> Any:
-    """A dataclass from a mapping, converting each field to its annotated type."""
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{where or 'recipe'}: expected a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in fields(cls)}
-    prefix = f"{where}." if where else ""
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
-        raise RecipeError(
-            f"{prefix}{unknown[0]}: unknown field (expected one of {', '.join(known)})"
-        )
-    missing = [
-        name
-        for name, spec in known.items()
-        if name not in raw and spec.default is MISSING and spec.default_factory is MISSING
-    ]
-    if missing:
-        raise RecipeError(f"{prefix}{missing[0]}: required field is missing")
-    return cls(
-        **{name: _coerce(value, hints[name], f"{prefix}{name}") for name, value in raw.items()}
-    )
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """``value`` converted to the type ``hint`` (YAML reads 5e-4 as a string: floats accept it)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, option, where)
-            except RecipeError as error:
-                errors.append(str(error).split(": ", 1)[-1])
-        raise RecipeError(f"{where}: {' or '.join(errors)}")
-    if is_dataclass(hint):
-        return _build(hint, value, where)
-    if origin is list:
-        if not isinstance(value, list):
-            raise RecipeError(f"{where}: expected a list, got {value!r}")
-        return [_coerce(v, args[0], f"{where}.{i}") for i, v in enumerate(value)]
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise RecipeError(f"{where}: expected a list of {len(args)} values, got {value!r}")
-        return tuple(
-            _coerce(v, a, f"{where}.{i}") for i, (v, a) in enumerate(zip(value, args, strict=True))
-        )
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise RecipeError(f"{where}: expected a mapping, got {value!r}")
-        return {str(k): _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise RecipeError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise RecipeError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RecipeError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise RecipeError(f"{where}: expected a string, got {value!r}")
-        return str(value)
-    return value
+    return to_dict(recipe)
 
 
 def _check(condition: bool, where: str, message: str) -> None:
@@ -316,9 +184,9 @@ def _validate_stage(stage: StageConfig, where: str, recipe: Recipe) -> None:
     _check(stage.steps >= 1, f"{where}.steps", f"must be ≥ 1, got {stage.steps}")
     _check(stage.accumulate >= 1, f"{where}.accumulate", f"must be ≥ 1, got {stage.accumulate}")
     _check(
-        stage.crop_seconds * 24000 >= 400,
+        stage.crop_seconds * SAMPLE_RATE >= MIN_SAMPLES,
         f"{where}.crop_seconds",
-        f"must cover at least one encoder frame (400 samples), got {stage.crop_seconds}",
+        f"must cover at least one encoder frame ({MIN_SAMPLES} samples), got {stage.crop_seconds}",
     )
     crops = stage.batch_seconds / stage.crop_seconds
     _check(
@@ -379,13 +247,3 @@ def _validate_stage(stage: StageConfig, where: str, recipe: Recipe) -> None:
     _check(optimizer.eps > 0, f"{where}.optimizer.eps", "must be > 0")
     _check(optimizer.weight_decay >= 0, f"{where}.optimizer.weight_decay", "must be ≥ 0")
     _check(optimizer.grad_clip >= 0, f"{where}.optimizer.grad_clip", "must be ≥ 0 (0: no clipping)")
-
-
-def _plain(value: Any) -> Any:
-    if is_dataclass(value):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value

@@ -15,13 +15,12 @@ import soundfile as sf
 from tqdm import tqdm
 
 from culturemert.atomic import atomic_path, write_text
-from culturemert.audio import MIN_SAMPLES
+from culturemert.frames import MIN_SAMPLES, SAMPLE_RATE
 from culturemert.manifest import Track, write_manifest
 from culturemert.synth.compose import Score, compose
 from culturemert.synth.render import PARTS, mix, render_stems
 from culturemert.synth.traditions import TRADITIONS, get_tradition
 
-SAMPLE_RATE = 24000
 AUDIO_FORMATS = {"flac": ("FLAC", "PCM_16"), "wav": ("WAV", "FLOAT")}
 SPLITS = ("train", "valid", "test")
 

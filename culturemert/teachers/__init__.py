@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from culturemert.frames import HOP_SAMPLES, SAMPLE_RATE, encoder_frames
 from culturemert.teachers.base import Teacher, teacher_hash
 from culturemert.teachers.cqt import CQTTarget
 from culturemert.teachers.encodec import EncodecTeacher
-from culturemert.teachers.frames import HOP_SAMPLES, SAMPLE_RATE, encoder_frames
 from culturemert.teachers.kmeans import (
     KMeansTeacher,
     TeacherFileError,

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from nnAudio.features import CQT
 from torch import nn
 
-from culturemert.teachers.frames import HOP_SAMPLES, SAMPLE_RATE, encoder_frames
+from culturemert.frames import HOP_SAMPLES, SAMPLE_RATE, encoder_frames
 
 #: MERT's CQT: 7 octaves upwards from C1 (32.7 Hz), 336 bins, 48 per octave.
 CQT_FMIN = 32.7

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from transformers import EncodecModel
 
+from culturemert.frames import HOP_SAMPLES, SAMPLE_RATE, encoder_frames
 from culturemert.teachers.base import teacher_hash
-from culturemert.teachers.frames import HOP_SAMPLES, SAMPLE_RATE, encoder_frames
 
 #: MERT-v1 encodes at 6 kbps: 8 codebooks of 1024 codes (8 × 10 bit × 75 Hz).
 DEFAULT_BANDWIDTH = 6.0

@@ -14,8 +14,7 @@ import torch
 from nnAudio.features import CQT, MFCC, MelSpectrogram
 from torch import nn
 
-from culturemert.audio import MIN_SAMPLES
-from culturemert.teachers.frames import HOP_SAMPLES, SAMPLE_RATE, encoder_frames
+from culturemert.frames import HOP_SAMPLES, MIN_SAMPLES, SAMPLE_RATE, encoder_frames
 
 #: Feature kinds a k-means codebook can be fitted on; ``+`` joins several (e.g. ``logmel+chroma``).
 FEATURE_KINDS = ("mfcc", "logmel", "chroma")

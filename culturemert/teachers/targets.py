@@ -20,9 +20,9 @@ from tqdm import tqdm
 
 from culturemert.atomic import save_npy, write_text
 from culturemert.audio import AudioError, load_audio
+from culturemert.frames import SAMPLE_RATE
 from culturemert.manifest import Track
 from culturemert.teachers.base import Teacher
-from culturemert.teachers.frames import SAMPLE_RATE
 from culturemert.teachers.kmeans import KMeansTeacher, fit_kmeans_teacher
 
 INDEX_NAME = "index.json"

@@ -1,10 +1,12 @@
-"""The encoder's frame grid at 24 kHz, which every teacher's labels are aligned to."""
+"""Facts of MERT's input and frame grid, defined once: 24 kHz audio, a 400-sample receptive field
+(one frame), a 320-sample hop (75 Hz). Every teacher's labels are aligned to this grid."""
 
 from __future__ import annotations
 
-from culturemert.audio import MIN_SAMPLES
-
+#: The sample rate MERT-v1 encoders read.
 SAMPLE_RATE = 24000
+#: One encoder frame: the convolutional front end's receptive field in samples.
+MIN_SAMPLES = 400
 #: Total stride of the convolutional front end: one label per 320 samples (75 Hz).
 HOP_SAMPLES = 320
 
