@@ -11,7 +11,7 @@ import soundfile as sf
 from culturemert.cli import main
 from culturemert.embedding import embed
 from culturemert.evaluate.handcrafted import handcrafted_features, is_handcrafted
-from culturemert.evaluate.harness import EvaluationConfig, evaluate_encoder
+from culturemert.evaluate.harness import EvaluationConfig, evaluate_encoder, task_datasets
 from culturemert.evaluate.probes import ProbeSettings
 from culturemert.evaluate.results import load_results
 from culturemert.evaluate.selection import SelectionConfig
@@ -78,7 +78,9 @@ def test_chroma_probes_tell_pitch_classes_apart(pitch_classes, tmp_path):
         cache_dir=str(tmp_path / "cache"),
     )
     features = handcrafted_features("features:chroma")
-    results = evaluate_encoder(features, ["generic"], pitch_classes, config, progress=False)
+    results = evaluate_encoder(
+        features, task_datasets(["generic"], pitch_classes), config, progress=False
+    )
     assert results["model"] == "features:chroma"
     assert results["tasks"]["generic"]["metrics"]["roc_auc"]["mean"] == 1.0
     assert results["config"]["extraction"]["normalize"] is False

@@ -16,7 +16,12 @@ from sklearn.metrics import roc_auc_score
 
 from culturemert.cli import main
 from culturemert.evaluate.features import read_entry
-from culturemert.evaluate.harness import EvaluationConfig, evaluate_encoder, validation_score
+from culturemert.evaluate.harness import (
+    EvaluationConfig,
+    evaluate_encoder,
+    task_datasets,
+    validation_score,
+)
 from culturemert.evaluate.probes import ProbeSettings
 from culturemert.evaluate.results import load_results, validate_results
 from culturemert.evaluate.selection import SelectionConfig
@@ -58,7 +63,9 @@ def data_root(tmp_path_factory):
 
 def test_end_to_end_results_and_cache_reuse(tiny_encoder_dir, data_root, tmp_path):
     config = EvaluationConfig(window_seconds=0.25, selection=SMALL, cache_dir=str(tmp_path))
-    results = evaluate_encoder(tiny_encoder_dir, ["generic"], data_root, config, progress=False)
+    results = evaluate_encoder(
+        tiny_encoder_dir, task_datasets(["generic"], data_root), config, progress=False
+    )
     validate_results(results, "in memory")
     entry = results["tasks"]["generic"]
     assert entry["tracks"] == {"train": 20, "valid": 8, "test": 8}
@@ -85,7 +92,9 @@ def test_end_to_end_results_and_cache_reuse(tiny_encoder_dir, data_root, tmp_pat
 
     entries = sorted(p.name for p in tmp_path.iterdir())
     assert len(entries) == 3  # one cache entry per split
-    again = evaluate_encoder(tiny_encoder_dir, ["generic"], data_root, config, progress=False)
+    again = evaluate_encoder(
+        tiny_encoder_dir, task_datasets(["generic"], data_root), config, progress=False
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == entries  # read back, nothing new
     assert again["tasks"]["generic"]["metrics"] == entry["metrics"]  # deterministic
 
@@ -103,10 +112,14 @@ def test_a_second_evaluation_opens_no_audio_file(
     config = EvaluationConfig(
         window_seconds=0.25, selection=SMALL, cache_dir=str(tmp_path), workers=0
     )
-    first = evaluate_encoder(tiny_encoder_dir, ["generic"], data_root, config, progress=False)
+    first = evaluate_encoder(
+        tiny_encoder_dir, task_datasets(["generic"], data_root), config, progress=False
+    )
     assert audio_opens  # hashed and decoded, in this process (no workers)
     audio_opens.clear()
-    second = evaluate_encoder(tiny_encoder_dir, ["generic"], data_root, config, progress=False)
+    second = evaluate_encoder(
+        tiny_encoder_dir, task_datasets(["generic"], data_root), config, progress=False
+    )
     assert audio_opens == []
     assert second["tasks"]["generic"]["metrics"] == first["tasks"]["generic"]["metrics"]
 
@@ -120,7 +133,7 @@ def test_validation_probe_scores_match_scikit_learn(tiny_encoder_dir, data_root,
     dataset = build_dataset("generic", data_root)
     settings = settings_for(tiny_encoder_dir, window_seconds=0.25)
     cache = FeatureCache(tiny_encoder_dir, tmp_path, settings, progress=False)
-    splits = [_split_data(dataset, s, cache, None, print) for s in ("train", "valid", "test")]
+    splits = [_split_data(dataset, s, cache, None, print)[0] for s in ("train", "valid", "test")]
     selection = select_probe(*splits, SMALL, progress=False)
     labels = splits[1].labels
     per_seed = [
@@ -204,12 +217,40 @@ def test_evaluation_config_from_yaml_scores_like_the_dataclass(
     assert validation_scorer(config_file)(tiny_encoder_dir) == pytest.approx(
         validation_score(tiny_encoder_dir, by_hand)
     )
+    seeds = load_evaluation_config(config_file, ["selection.seeds=1", "tasks=generic,generic"])
+    assert seeds.selection.seeds == 1 and seeds.tasks == ("generic", "generic")
+    with pytest.raises(
+        ValueError, match=r"eval.yaml: selection.seeds: expected an integer, got 'a'"
+    ):
+        load_evaluation_config(config_file, ["selection.seeds=a"])
     config_file.write_text("tasks: generic\nwindow_secs: 3\n")
     with pytest.raises(ValueError, match="window_secs"):
         load_evaluation_config(config_file)
     config_file.write_text("tasks: generic\nselection: {probe: {lr_factor: 2}}\n")
     with pytest.raises(ValueError, match="lr_factor"):
         load_evaluation_config(config_file)
+
+
+def test_cli_reads_a_config_and_lets_flags_and_set_override_it(
+    tiny_encoder_dir, data_root, tmp_path, capsys
+):
+    config_file = tmp_path / "eval.yaml"
+    config_file.write_text(
+        "tasks: [generic]\ndata_root: data\nwindow_seconds: 0.25\n"
+        "selection: {kinds: [mlp], seeds: 3, learning_rates: [0.01], probe: {max_epochs: 2}}\n"
+    )
+    (tmp_path / "data").symlink_to(data_root)  # relative to the config file
+    out = tmp_path / "results.json"
+    arguments = ["evaluate", str(tiny_encoder_dir), "--config", str(config_file)]
+    arguments += ["--out", str(out), "--cache", str(tmp_path / "cache"), "--quiet"]
+    arguments += ["--probes", "linear", "--set", "selection.seeds=1", "--set", "pool=max"]
+    assert main(arguments) == 0
+    config = load_results(out)["config"]
+    assert config["selection"]["kinds"] == ["linear"]  # the flag beat the file
+    assert config["selection"]["seeds"] == 1 and config["pool"] == "max"  # --set too
+    assert config["selection"]["probe"]["max_epochs"] == 2 and config["window_seconds"] == 0.25
+    assert main([*arguments, "--set", "selection.probe.dropout=2"]) == 2
+    assert "selection.probe: probe settings: dropout must be in [0, 1)" in capsys.readouterr().err
 
 
 def test_truncation_defaults_overrides_and_errors(tiny_encoder_dir, data_root, tmp_path):
@@ -222,7 +263,11 @@ def test_truncation_defaults_overrides_and_errors(tiny_encoder_dir, data_root, t
     assert audio_limit(replace(dataset, name="makam", max_seconds=150.0), override) is None
     config = replace(override, window_seconds=0.25, selection=SMALL, cache_dir=str(tmp_path))
     results = evaluate_encoder(
-        tiny_encoder_dir, ["generic"], data_root, config, with_test=False, progress=False
+        tiny_encoder_dir,
+        task_datasets(["generic"], data_root),
+        config,
+        with_test=False,
+        progress=False,
     )
     assert results["config"]["max_seconds"] == {"generic": 0.3}
     metas = [json.loads(meta.read_text()) for meta in tmp_path.glob("*/meta.json")]
@@ -230,7 +275,9 @@ def test_truncation_defaults_overrides_and_errors(tiny_encoder_dir, data_root, t
     for bad in ({"makm": 10}, {"makam": -1}):
         with pytest.raises(DatasetError, match="max_seconds"):
             evaluate_encoder(
-                tiny_encoder_dir, ["generic"], data_root, replace(config, max_seconds=bad)
+                tiny_encoder_dir,
+                task_datasets(["generic"], data_root),
+                replace(config, max_seconds=bad),
             )
 
 

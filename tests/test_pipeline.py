@@ -170,8 +170,8 @@ threads: 1
 x-tasks: &tasks
   synth-western: "@corpus/western.jsonl"
   synth-makam: "@corpus/makam.jsonl"
-x-protocol: &protocol {probes: [linear], learning_rates: [1.0e-2], seeds: 2, max_epochs: 3,
-                       patience: 2, layers: [1]}
+x-protocol: &protocol {window_seconds: null, selection: {kinds: [linear], learning_rates: [1.0e-2],
+                       seeds: 2, layers: [1], probe: {max_epochs: 3, patience: 2}}}
 x-data: &data {manifests: ["@corpus/train.jsonl"], replay_manifest: "@corpus/train-western.jsonl",
                num_workers: 0}
 x-stage: &stage {crop_seconds: 1.0, batch_seconds: 2.0, steps: 1,

@@ -1,9 +1,13 @@
-"""``culturemert evaluate MODEL --tasks ... --data-root DIR``: probe an encoder, write results."""
+"""``culturemert evaluate MODEL --tasks ... --data-root DIR`` (or ``--config EVAL.yaml``): probe
+an encoder, write results."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+
+from culturemert.cli.options import add_set_option, overrides
 
 
 def _names(text: str) -> list[str]:
@@ -43,27 +47,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(features:mfcc+chroma; kinds mfcc, logmel, chroma joined by '+')",
     )
     parser.add_argument(
+        "--config",
+        default=None,
+        help="evaluation config (YAML: tasks, data_root, window_seconds, selection.probe, "
+        "max_seconds, ...); flags and --set override it",
+    )
+    parser.add_argument(
         "--tasks",
-        required=True,
         type=_names,
+        default=None,
         help="comma-separated: lyra,makam,hindustani,carnatic,fma,mtat,generic,...",
     )
-    parser.add_argument("--data-root", required=True, help="folder holding one folder per task")
+    parser.add_argument("--data-root", default=None, help="folder holding one folder per task")
     parser.add_argument("--out", default="results.json", help="results file (default: %(default)s)")
     parser.add_argument(
         "--cache",
         default=None,
         help="feature cache folder (default: $CULTUREMERT_CACHE or ~/.cache/culturemert/features)",
     )
-    parser.add_argument("--seeds", type=int, default=5, help="seeds per configuration")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per configuration (5)")
     parser.add_argument(
         "--window-seconds",
         type=_window,
-        default=30.0,
+        default=argparse.SUPPRESS,
         help="window length; 0 embeds each track whole (attention cost grows with the square "
-        "of its length; default: %(default)s)",
+        "of its length; default: 30)",
     )
-    parser.add_argument("--pool", choices=["mean", "max", "mean+std"], default="mean")
+    parser.add_argument("--pool", choices=["mean", "max", "mean+std"], default=None)
     parser.add_argument(
         "--max-seconds",
         type=_cut,
@@ -74,10 +84,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "defaults as in the tagging studies: makam 150, hindustani 780, carnatic 330",
     )
     parser.add_argument(
-        "--probes",
-        type=_names,
-        default=["mlp", "linear"],
-        help="probe types to select from (default: mlp,linear)",
+        "--probes", type=_names, default=None, help="probe types to select from (mlp,linear)"
     )
     parser.add_argument(
         "--lrs",
@@ -85,7 +92,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="learning-rate grid (default: 5e-5,1e-4,5e-4,1e-3,5e-3,1e-2)",
     )
-    parser.add_argument("--max-epochs", type=int, default=100)
+    parser.add_argument("--max-epochs", type=int, default=None, help="(default: 100)")
     parser.add_argument(
         "--device",
         default=None,
@@ -95,57 +102,64 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--dtype",
         choices=["float32", "bfloat16", "float16"],
-        default="float32",
+        default=None,
         help="the encoder's floating-point type when extracting (part of the cache key)",
     )
-    parser.add_argument("--workers", type=int, default=1, help="audio-decoding processes")
+    parser.add_argument("--workers", type=int, default=None, help="audio-decoding processes (1)")
+    add_set_option(parser, "selection.probe.hidden=256")
     parser.add_argument("--name", default=None, help="model name shown in reports")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
 
 
+def evaluation_settings(args: argparse.Namespace):
+    """The :class:`EvaluationConfig` of ``--config``, the flags given and ``--set``."""
+    from culturemert.evaluate.harness import evaluation_config, load_evaluation_config
+
+    flags = {
+        "tasks": args.tasks,
+        "data_root": args.data_root,
+        "cache_dir": args.cache,
+        "pool": args.pool,
+        "selection.seeds": args.seeds,
+        "selection.kinds": args.probes,
+        "selection.learning_rates": None if args.lrs is None else list(args.lrs),
+        "selection.probe.max_epochs": args.max_epochs,
+        "device": args.device,
+        "dtype": args.dtype,
+        "workers": args.workers,
+    }
+    # Values that may be None on purpose (whole recordings, whole tracks) are set when given.
+    explicit = [f"max_seconds.{task}={json.dumps(seconds)}" for task, seconds in args.max_seconds]
+    if hasattr(args, "window_seconds"):
+        explicit.append(f"window_seconds={json.dumps(args.window_seconds)}")
+    changes = explicit + overrides(flags, args.overrides)
+    if args.config:
+        return load_evaluation_config(args.config, changes)
+    return evaluation_config({}, changes, relative_to=None)
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate, save the results file, print the tables."""
-    from dataclasses import replace
-
     from culturemert.audio import AudioError
     from culturemert.devices import resolve_device, slow_dtype_warning
     from culturemert.evaluate.datasets import DatasetError
-    from culturemert.evaluate.harness import EvaluationConfig, evaluate_encoder
+    from culturemert.evaluate.harness import evaluate_encoder
     from culturemert.evaluate.report import markdown_report
     from culturemert.evaluate.results import save_results
-    from culturemert.evaluate.selection import SelectionConfig
     from culturemert.model import EncoderLoadError
 
-    selection = SelectionConfig(kinds=tuple(args.probes), seeds=args.seeds)
-    selection = replace(selection, probe=replace(selection.probe, max_epochs=args.max_epochs))
-    if args.lrs:
-        selection = replace(selection, learning_rates=args.lrs)
-    config = EvaluationConfig(
-        window_seconds=args.window_seconds,
-        pool=args.pool,
-        selection=selection,
-        cache_dir=args.cache,
-        max_seconds=dict(args.max_seconds),
-        dtype=args.dtype,
-        device=args.device,
-        workers=args.workers,
-    )
     try:
-        device = resolve_device(args.device)
-    except ValueError as error:
+        config = evaluation_settings(args)
+        device = resolve_device(config.device)
+    except ValueError as error:  # a bad config value, or no such device
         print(f"evaluate: {error}", file=sys.stderr)
         return 2
-    if warning := slow_dtype_warning(device, args.dtype):
+    if warning := slow_dtype_warning(device, config.dtype):
         print(warning, file=sys.stderr)
     try:
         results = evaluate_encoder(
-            args.model,
-            args.tasks,
-            args.data_root,
-            config,
-            name=args.name,
-            progress=not args.quiet,
+            args.model, None, config, name=args.name, progress=not args.quiet
         )
     except (DatasetError, EncoderLoadError, AudioError, ValueError, OSError) as error:
         print(f"evaluate: {error}", file=sys.stderr)

@@ -8,6 +8,7 @@ over tasks, without touching any test split.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 
 from culturemert import __version__
+from culturemert.config import ConfigError, apply_override, config_from_dict, read_yaml, to_dict
 from culturemert.devices import check_dtype, device_name, distributed_position, resolve_device
 from culturemert.evaluate.datasets import ADAPTERS, SPLITS, Dataset, DatasetError, build_dataset
 from culturemert.evaluate.features import FeatureCache, settings_for
@@ -80,22 +82,25 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def check_tasks(tasks: Sequence[str]) -> list[str]:
-    """The task names, or a :class:`DatasetError` naming the unknown ones and the known ones."""
+def task_datasets(tasks: Sequence[str], data_root: str | os.PathLike | None) -> list[Dataset]:
+    """The datasets of the named tasks under ``data_root``; every error up front."""
     unknown = [t for t in tasks if t not in ADAPTERS]
     if unknown or not tasks:
         raise DatasetError(
             f"unknown task(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
             f"known tasks: {', '.join(ADAPTERS)}"
         )
-    return list(tasks)
+    if data_root is None:
+        raise DatasetError("no data root given (the folder holding one folder per task)")
+    return [build_dataset(task, data_root) for task in tasks]
 
 
-def check_max_seconds(max_seconds: dict[str, float | None]) -> None:
-    """Raise a :class:`DatasetError` for a truncation of an unknown task or a non-positive one."""
+def check_max_seconds(max_seconds: dict[str, float | None], names: Sequence[str]) -> None:
+    """Raise a :class:`DatasetError` for a truncation of an unknown task (neither a known task
+    nor one of ``names``, the datasets evaluated) or a non-positive one."""
     if not isinstance(max_seconds, dict):
         raise DatasetError(f"max_seconds must map task names to seconds, got {max_seconds!r}")
-    unknown = [task for task in max_seconds if task not in ADAPTERS]
+    unknown = [task for task in max_seconds if task not in names and task not in ADAPTERS]
     bad = {
         task: s
         for task, s in max_seconds.items()
@@ -104,7 +109,7 @@ def check_max_seconds(max_seconds: dict[str, float | None]) -> None:
     if unknown or bad:
         raise DatasetError(
             f"max_seconds: unknown task(s) {unknown} or non-positive seconds {bad}; "
-            f"known tasks: {', '.join(ADAPTERS)}"
+            f"known tasks: {', '.join([*names, *(t for t in ADAPTERS if t not in names)])}"
         )
 
 
@@ -119,7 +124,8 @@ def _split_data(
     cache: FeatureCache,
     max_seconds: float | None,
     log: Callable[[str], None],
-) -> WindowData:
+) -> tuple[WindowData, str]:
+    """The split's window features and labels, and the checksum of the tracks embedded."""
     tracks = dataset.split(split)
     if not tracks:
         raise DatasetError(f"{dataset.name}: the {split} split has no tracks with audio")
@@ -127,8 +133,9 @@ def _split_data(
     if features.failed:
         log(f"{dataset.name} {split}: {features.failure_summary()}")
     by_id = {t.track_id: t for t in tracks}
-    labels = dataset.label_matrix([by_id[tid] for tid in features.track_ids])
-    return WindowData(features.features, features.track_index, labels)
+    kept = [by_id[tid] for tid in features.track_ids]
+    data = WindowData(features.features, features.track_index, dataset.label_matrix(kept))
+    return data, split_checksum(kept, dataset.vocabulary)
 
 
 def evaluate_task(
@@ -147,7 +154,8 @@ def evaluate_task(
         log(dataset.missing_summary())
     splits = SPLITS if with_test else ("train", "valid")
     limit = audio_limit(dataset, config)
-    data = {split: _split_data(dataset, split, cache, limit, log) for split in splits}
+    embedded = {split: _split_data(dataset, split, cache, limit, log) for split in splits}
+    data = {split: features for split, (features, _) in embedded.items()}
     try:
         selection = select_probe(
             data["train"],
@@ -161,9 +169,7 @@ def evaluate_task(
         raise DatasetError(f"{dataset.name}: {error}") from None
     chosen = selection.chosen
     entry: TaskResult = {
-        "split_checksums": {
-            s: split_checksum(dataset.split(s), dataset.vocabulary) for s in splits
-        },
+        "split_checksums": {split: checksum for split, (_, checksum) in embedded.items()},
         "selected": {"layer": chosen["layer"], "probe": chosen["kind"], "lr": chosen["lr"]},
     }
     entry["validation"] = {
@@ -186,8 +192,7 @@ def evaluate_task(
 
 def evaluate_encoder(
     model: str | os.PathLike | torch.nn.Module,
-    tasks: Sequence[str],
-    data_root: str | os.PathLike,
+    datasets: Sequence[Dataset] | None = None,
     config: EvaluationConfig = EvaluationConfig(),
     *,
     name: str | None = None,
@@ -196,23 +201,25 @@ def evaluate_encoder(
     log: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
 ) -> Results | None:
     """Evaluate ``model`` (a checkpoint folder, a loaded encoder, or ``features:KINDS`` for
-    hand-made features) on ``tasks``: a results dict.
+    hand-made features) on ``datasets`` (default: ``config.tasks`` under ``config.data_root``),
+    with one feature cache and one encoder load: a results dict keyed by dataset name.
 
     Under ``torchrun`` every rank embeds its share of each split and rank 0 trains the probes
     and returns the results; the other ranks return None.
     """
-    tasks = check_tasks(tasks)
-    check_max_seconds(config.max_seconds)
+    if datasets is None:
+        datasets = task_datasets(config.tasks, config.data_root)
+    datasets = {dataset.name: dataset for dataset in datasets}
+    check_max_seconds(config.max_seconds, list(datasets))
     check_dtype(config.dtype)
     if config.workers < 0:
         raise ValueError(f"workers must be 0 or more, got {config.workers}")
-    config = replace(config, tasks=tuple(tasks), data_root=str(data_root))
+    config = replace(config, tasks=tuple(datasets))
     name = name or _model_name(model)
     if is_handcrafted(model):
         model = handcrafted_features(model)
     elif not isinstance(model, torch.nn.Module):
         model = resolve_source(model)  # a hub id becomes its local snapshot
-    datasets = {task: build_dataset(task, data_root) for task in tasks}  # all errors up front
     device = resolve_device(config.device)
     settings = settings_for(
         model, pool=config.pool, window_seconds=config.window_seconds, dtype=config.dtype
@@ -236,7 +243,7 @@ def evaluate_encoder(
         "model": name,
         "culturemert_version": __version__,
         "config": {
-            **asdict(config),
+            **to_dict(config),
             "max_seconds": {task: audio_limit(d, config) for task, d in datasets.items()},
             "extraction": asdict(settings),
             "encoder": cache.fingerprint,
@@ -268,53 +275,51 @@ def runtime_description(device: torch.device, world_size: int = 1) -> dict:
     }
 
 
-def load_evaluation_config(path: str | os.PathLike) -> EvaluationConfig:
-    """An :class:`EvaluationConfig` from YAML (``tasks``, ``data_root``, ``selection.probe`` ...)."""
-    import yaml
-
-    from culturemert.evaluate.probes import ProbeSettings
-
-    path = Path(path)
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping of evaluation settings")
+def evaluation_config(
+    raw: dict | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    where: str = "evaluation config",
+    relative_to: str | os.PathLike | None = None,
+) -> EvaluationConfig:
+    """An :class:`EvaluationConfig` from plain data (as YAML reads it) and ``KEY=VALUE``
+    overrides; ``tasks`` may be a comma-separated string, and a relative ``data_root`` is
+    taken relative to ``relative_to`` (the config file's folder)."""
+    raw = copy.deepcopy(raw or {})
     try:
-        selection = dict(raw.pop("selection", None) or {})
-        probe = ProbeSettings(**(selection.pop("probe", None) or {}))
-        for key in ("kinds", "learning_rates", "layers"):
-            if selection.get(key) is not None:
-                selection[key] = tuple(selection[key])
-        tasks = raw.pop("tasks", ())
-        tasks = tuple(tasks.split(",") if isinstance(tasks, str) else tasks)
-        data_root = raw.pop("data_root", None)
-        if data_root is not None:  # relative to the config file, like a manifest's paths
-            data_root = str(path.parent / Path(data_root).expanduser())
-        return EvaluationConfig(
-            tasks=tasks,
-            data_root=data_root,
-            selection=SelectionConfig(**selection, probe=probe),
-            **raw,
+        for override in overrides:
+            apply_override(raw, override)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    if isinstance(raw.get("tasks"), str):
+        raw["tasks"] = [task.strip() for task in raw["tasks"].split(",") if task.strip()]
+    config = config_from_dict(EvaluationConfig, raw, where=where)
+    if config.data_root is not None and relative_to is not None:
+        config = replace(
+            config, data_root=str(Path(relative_to) / Path(config.data_root).expanduser())
         )
-    except TypeError as error:  # an unknown or misspelt key
-        raise ValueError(f"{path}: {error}") from None
+    return config
 
 
-def validation_scorer(config_path: str | os.PathLike) -> Callable[[str | os.PathLike], float]:
-    """A merge-sweep scorer: ``model_dir -> validation_score(model_dir, config from YAML)``."""
-    config = load_evaluation_config(config_path)
-    return lambda model_dir: validation_score(model_dir, config)
+def load_evaluation_config(
+    path: str | os.PathLike, overrides: Sequence[str] = ()
+) -> EvaluationConfig:
+    """An :class:`EvaluationConfig` from YAML (``tasks``, ``data_root``, ``selection.probe`` ...)."""
+    path = Path(path)
+    raw = read_yaml(path, "evaluation config")
+    return evaluation_config(raw, overrides, where=str(path), relative_to=path.parent)
 
 
 def validation_score(
-    model_dir: str | os.PathLike | torch.nn.Module, eval_config: EvaluationConfig
+    model_dir: str | os.PathLike | torch.nn.Module,
+    eval_config: EvaluationConfig,
+    datasets: Sequence[Dataset] | None = None,
 ) -> float:
-    """Validation macro ROC-AUC of the selected probes, averaged over ``eval_config.tasks``."""
-    if not eval_config.tasks or eval_config.data_root is None:
-        raise ValueError("validation_score needs eval_config.tasks and eval_config.data_root")
+    """Validation macro ROC-AUC of the selected probes, averaged over the datasets (default:
+    ``eval_config.tasks`` under ``eval_config.data_root``); no test split is touched."""
     results = evaluate_encoder(
         model_dir,
-        eval_config.tasks,
-        eval_config.data_root,
+        datasets,
         eval_config,
         with_test=False,
         progress=False,
@@ -324,6 +329,16 @@ def validation_score(
         raise ValueError("validation_score runs in one process (rank 0), not under torchrun")
     scores = [entry["validation"]["roc_auc"]["mean"] for entry in results["tasks"].values()]
     return sum(scores) / len(scores)
+
+
+def validation_scorer(
+    config: str | os.PathLike | EvaluationConfig, datasets: Sequence[Dataset] | None = None
+) -> Callable[[str | os.PathLike], float]:
+    """A merge-sweep scorer, ``model_dir -> validation_score``, from an evaluation config
+    (a YAML file or a config) and its datasets."""
+    if not isinstance(config, EvaluationConfig):
+        config = load_evaluation_config(config)
+    return lambda model_dir: validation_score(model_dir, config, datasets)
 
 
 def _model_name(model: str | os.PathLike | torch.nn.Module) -> str:

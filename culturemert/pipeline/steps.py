@@ -8,7 +8,6 @@ step's main product.
 from __future__ import annotations
 
 import json
-import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -151,80 +150,24 @@ def run_pretrain(settings: PretrainSettings, context: StepContext) -> Path:
     return exported[-1]
 
 
-@dataclass
-class ProbeProtocol:
-    """How encoders are probed: a small version of the evaluation protocol."""
+def evaluation_config(protocol: dict[str, Any], context: StepContext | None = None):
+    """The :class:`EvaluationConfig` of a step's ``protocol`` (an evaluation config mapping, as
+    ``culturemert evaluate --config`` reads), its features cached in the run folder."""
+    from culturemert.evaluate.harness import evaluation_config as from_dict
 
-    window_seconds: float | None = None  # None: each clip embedded whole
-    probes: list[str] = field(default_factory=lambda: ["linear"])
-    learning_rates: list[float] = field(default_factory=lambda: [1e-3])
-    seeds: int = 2
-    layers: list[int] | None = None  # None: every layer and the learned weighting
-    hidden: int = 128
-    max_epochs: int = 50
-    patience: int = 5
+    config = from_dict(protocol, where="protocol")
+    if context is None:
+        return config
+    return replace(config, cache_dir=str(context.cache / "features"))
 
 
-def probe_protocol(protocol: dict[str, Any]) -> ProbeProtocol:
-    """The protocol of a step's ``protocol`` mapping; unknown keys name the setting."""
-    try:
-        return ProbeProtocol(**protocol)
-    except TypeError as error:
-        raise ValueError(f"protocol: {error}") from None
+def manifest_datasets(tasks: dict[str, str]) -> list:
+    """One dataset per task (task name → a manifest, read by the generic adapter)."""
+    from culturemert.evaluate.datasets import build_dataset
 
-
-def evaluation_config(protocol: dict[str, Any], context: StepContext):
-    """The :class:`EvaluationConfig` of a protocol, its features cached in the run folder."""
-    from culturemert.evaluate.harness import EvaluationConfig
-    from culturemert.evaluate.selection import SelectionConfig
-
-    chosen = probe_protocol(protocol)
-    selection = SelectionConfig(
-        kinds=tuple(chosen.probes),
-        learning_rates=tuple(chosen.learning_rates),
-        seeds=chosen.seeds,
-        layers=None if chosen.layers is None else tuple(chosen.layers),
-    )
-    probe = replace(
-        selection.probe,
-        hidden=chosen.hidden,
-        max_epochs=chosen.max_epochs,
-        patience=chosen.patience,
-    )
-    return EvaluationConfig(
-        window_seconds=chosen.window_seconds,
-        selection=replace(selection, probe=probe),
-        cache_dir=str(context.cache / "features"),
-    )
-
-
-def evaluate_on_manifests(
-    encoder: str, tasks: dict[str, str], config, *, name: str, progress: bool
-) -> dict:
-    """Probe ``encoder`` on each task given as a manifest (the generic adapter), under the
-    task's own name; one results dict."""
-    from culturemert.evaluate.harness import evaluate_encoder
-
-    results: dict = {}
-    for task, manifest in tasks.items():
-        one = evaluate_encoder(encoder, ["generic"], manifest, config, name=name, progress=progress)
-        results = results or one
-        results["tasks"][task] = one["tasks"].pop("generic")
-    results["config"] = {**results["config"], "tasks": list(tasks), "data_root": dict(tasks)}
-    return results
-
-
-def validation_scorer(tasks: dict[str, str], config):
-    """A λ-sweep scorer: validation macro ROC-AUC averaged over the tasks (test untouched)."""
-    from culturemert.evaluate.harness import validation_score
-
-    def score(model_dir: Path) -> float:
-        return statistics.fmean(
-            validation_score(model_dir, replace(config, tasks=("generic",), data_root=manifest))
-            for manifest in tasks.values()
-        )
-
-    return score
+    return [
+        replace(build_dataset("generic", manifest), name=task) for task, manifest in tasks.items()
+    ]
 
 
 @dataclass
@@ -241,7 +184,7 @@ class MergeSettings:
     options: dict[str, Any] = field(default_factory=dict)  # other merge recipe keys
 
     def __post_init__(self) -> None:
-        probe_protocol(self.protocol)
+        evaluation_config(self.protocol)
 
 
 def run_merge(settings: MergeSettings, context: StepContext) -> Path:
@@ -257,7 +200,10 @@ def run_merge(settings: MergeSettings, context: StepContext) -> Path:
         },
         where=f"steps.{context.name}",
     )
-    scorer = validation_scorer(settings.validate_on, evaluation_config(settings.protocol, context))
+    from culturemert.evaluate.harness import validation_scorer
+
+    config = evaluation_config(settings.protocol, context)
+    scorer = validation_scorer(config, manifest_datasets(settings.validate_on))
     out = context.out / "encoder"
     sweep_lambda(
         recipe,
@@ -281,20 +227,22 @@ class EvaluateSettings:
     protocol: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        probe_protocol(self.protocol)
+        evaluation_config(self.protocol)
 
 
 def run_evaluate(settings: EvaluateSettings, context: StepContext) -> Path:
     """Evaluate; the product is the results file."""
+    from culturemert.evaluate.harness import evaluate_encoder
     from culturemert.evaluate.results import save_results
 
-    results = evaluate_on_manifests(
+    results = evaluate_encoder(
         settings.encoder,
-        settings.tasks,
+        manifest_datasets(settings.tasks),
         evaluation_config(settings.protocol, context),
         name=settings.name,
         progress=context.progress,
     )
+    results["config"]["data_root"] = dict(settings.tasks)  # where each task's manifest is
     return save_results(context.out / "results.json", results)
 
 
