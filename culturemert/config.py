@@ -136,7 +136,7 @@ def build(cls: type[T], raw: Any, where: str = "") -> T:
     except ValueError as error:  # the dataclass's own range checks
         if isinstance(error, ConfigError):
             raise
-        raise ConfigError(f"{where or cls.__name__}: {error}") from None
+        raise ConfigError(f"{where}: {error}" if where else str(error)) from None
 
 
 def coerce(value: Any, hint: Any, where: str) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -25,9 +25,9 @@ def demo_recipe() -> Path:
     return Path(str(resources.files("culturemert").joinpath("recipes", "demo.yaml")))
 
 
-def load_demo(seed: int | None = None) -> Pipeline:
-    """The demo pipeline, with another seed if given."""
-    pipeline = load_pipeline(demo_recipe(), set(STEP_KINDS))
+def load_demo(seed: int | None = None, overrides: Sequence[str] = ()) -> Pipeline:
+    """The demo pipeline, with another seed and ``KEY=VALUE`` overrides if given."""
+    pipeline = load_pipeline(demo_recipe(), set(STEP_KINDS), overrides)
     return pipeline if seed is None else dataclasses.replace(pipeline, seed=seed)
 
 
@@ -37,10 +37,11 @@ def run_demo(
     seed: int | None = None,
     force: Iterable[str] = (),
     jobs: int | None = None,
+    overrides: Sequence[str] = (),
     progress: bool = True,
 ) -> tuple[list[StepOutcome], Path]:
     """Run (or bring up to date) the demo in ``out``; the step outcomes and the HTML report."""
-    pipeline = load_demo(seed)
+    pipeline = load_demo(seed, overrides)
     outcomes = run_pipeline(pipeline, out, STEP_KINDS, force=force, jobs=jobs, progress=progress)
     report = next(outcome.product for outcome in outcomes if outcome.name == REPORT_STEP)
     return outcomes, report

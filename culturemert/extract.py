@@ -36,8 +36,8 @@ from culturemert.audio import (
     load_audio,
     normalize_waveform,
 )
-from culturemert.devices import default_batch_size
-from culturemert.embedding import Layers, embed_stream, encoder_device
+from culturemert.devices import DTYPES, default_batch_size
+from culturemert.embedding import POOLS, Layers, embed_stream, encoder_device
 from culturemert.frames import MIN_SAMPLES, SAMPLE_RATE
 from culturemert.manifest import read_manifest
 
@@ -60,6 +60,21 @@ class ExtractSettings:
     sample_rate: int = SAMPLE_RATE
     normalize: bool = False
     max_seconds: float | None = None  # only the first seconds of each recording (None: all)
+
+    def __post_init__(self):
+        problems = []
+        if self.dtype not in DTYPES:
+            problems.append(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.pool not in POOLS:
+            problems.append(f"pool must be one of {', '.join(POOLS)}, got {self.pool!r}")
+        for name in ("window_seconds", "max_seconds"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                problems.append(f"{name} must be positive or null, got {value!r}")
+        if not isinstance(self.layers, (str, int)):
+            object.__setattr__(self, "layers", list(self.layers))  # a list however given
+        if problems:
+            raise ValueError("; ".join(problems))
 
 
 @dataclass

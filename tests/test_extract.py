@@ -116,6 +116,20 @@ def test_track_ids_become_safe_names_inside_the_output(tiny_encoder_dir, corpus,
     }
 
 
+def test_set_overrides_settings_and_bad_values_are_named(
+    tiny_encoder_dir, corpus, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    args = ["extract", str(tiny_encoder_dir), str(corpus), "--out", str(out)]
+    assert main([*args, "--set", "window_seconds=0.5", "--set", "layers=[0, 2]"]) == 1
+    assert np.load(out / "features" / "c.npy").shape == (2, 3, 32)  # 1.36 s: 3 windows, 2 layers
+    assert json.loads((out / "settings.json").read_text())["layers"] == [0, 2]
+    assert main([*args, "--set", "pool=median"]) == 2
+    assert "extract settings: pool must be one of mean, max, mean+std, got 'median'" in (
+        capsys.readouterr().err
+    )
+
+
 def test_ids_that_collide_after_mapping_are_refused_by_name(
     tiny_encoder_dir, corpus, tmp_path, capsys
 ):

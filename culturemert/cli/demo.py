@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from culturemert.cli.options import add_set_option
+
 
 def add_parser(subparsers) -> None:
     """Register the ``demo`` subcommand."""
@@ -27,20 +29,27 @@ def add_parser(subparsers) -> None:
         "--jobs", type=int, default=None, help="steps run at once (default: the pipeline's jobs)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_set_option(parser, "steps.corpus.clips_per_tradition=60")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; print what ran, the headline tables and the report's path."""
     from culturemert.cli.run import print_outcomes
+    from culturemert.config import ConfigError
     from culturemert.demo import run_demo
-    from culturemert.pipeline import PipelineError, StepError
+    from culturemert.pipeline import StepError
 
     try:
         outcomes, report = run_demo(
-            args.out, seed=args.seed, force=args.force, jobs=args.jobs, progress=not args.quiet
+            args.out,
+            seed=args.seed,
+            force=args.force,
+            jobs=args.jobs,
+            overrides=args.overrides,
+            progress=not args.quiet,
         )
-    except (PipelineError, StepError) as error:
+    except (ConfigError, StepError) as error:  # pipeline errors are configuration errors
         print(f"culturemert demo: {error}", file=sys.stderr)
         return 1
     print_outcomes(outcomes)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from culturemert.cli.options import add_set_option
+
 
 def _layers(text: str):
     return "all" if text == "all" else [int(part) for part in text.split(",")]
@@ -54,6 +56,7 @@ def add_parser(subparsers) -> None:
         default=None,
         help="windows per forward pass (default: about 30 s of audio on a CPU, 16 on a GPU)",
     )
+    add_set_option(parser, "max_seconds=60")
     parser.set_defaults(run=run)
 
 
@@ -72,14 +75,40 @@ def whole_track_warning(paths, limit: float) -> str | None:
     )
 
 
+def extract_settings(args: argparse.Namespace):
+    """The :class:`ExtractSettings` of the flags and ``--set`` (rate and normalisation: the
+    checkpoint's, unless set), and whether normalisation was set."""
+    from culturemert.config import ConfigError, apply_override, config_from_dict
+    from culturemert.extract import ExtractSettings
+
+    raw = {
+        "dtype": args.dtype,
+        "layers": args.layers,
+        "pool": args.pool,
+        "window_seconds": args.window_seconds,
+        "drop_last": args.drop_last,
+    }
+    if args.normalize is not None:
+        raw["normalize"] = args.normalize
+    try:
+        for override in args.overrides:
+            apply_override(raw, override)
+    except ConfigError as error:
+        raise ConfigError(f"extract settings: {error}") from None
+    return config_from_dict(ExtractSettings, raw, where="extract settings"), "normalize" in raw
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the encoder, embed this rank's share, and report failures."""
+    from dataclasses import replace
+
     from culturemert.devices import distributed_position, resolve_device, slow_dtype_warning
-    from culturemert.extract import WINDOW_SECONDS, ExtractSettings, collect_inputs, extract_corpus
+    from culturemert.extract import WINDOW_SECONDS, collect_inputs, extract_corpus
     from culturemert.model import EncoderLoadError, encoder_preprocessing, load_encoder
 
     rank, world_size, _ = distributed_position()
     try:
+        settings, normalize_set = extract_settings(args)
         items = collect_inputs(args.input)
         device = resolve_device(args.device)
     except (OSError, ValueError) as error:
@@ -88,31 +117,27 @@ def run(args: argparse.Namespace) -> int:
     if not items:
         print(f"{args.input}: no audio files found", file=sys.stderr)
         return 1
-    if args.window_seconds is None and rank == 0:
+    if settings.window_seconds is None and rank == 0:
         warning = whole_track_warning([path for _, path in items], WINDOW_SECONDS)
         if warning:
             print(warning, file=sys.stderr)
-    if warning := slow_dtype_warning(device, args.dtype):
+    if warning := slow_dtype_warning(device, settings.dtype):
         print(warning, file=sys.stderr)
     try:
         encoder = load_encoder(
             args.model,
             attn_implementation=args.attn_implementation,
-            dtype=args.dtype,
+            dtype=settings.dtype,
             device=device,
         )
     except EncoderLoadError as error:
         print(f"extract: {error}", file=sys.stderr)
         return 2
     preprocessing = encoder_preprocessing(encoder)
-    settings = ExtractSettings(
-        dtype=args.dtype,
-        layers=args.layers,
-        pool=args.pool,
-        window_seconds=args.window_seconds,
-        drop_last=args.drop_last,
-        normalize=preprocessing.do_normalize if args.normalize is None else args.normalize,
+    settings = replace(
+        settings,
         sample_rate=preprocessing.sample_rate,
+        normalize=settings.normalize if normalize_set else preprocessing.do_normalize,
     )
     try:
         report = extract_corpus(

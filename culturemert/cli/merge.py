@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from culturemert.cli.options import add_set_option, overrides
+
 
 def add_parser(subparsers) -> None:
     """Register the ``merge`` subcommand."""
@@ -78,6 +80,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--metric", default="score", help="name of the score in the table")
     parser.add_argument("--minimize", action="store_true", help="lower scores are better")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_set_option(parser, "density=0.3")
     parser.set_defaults(run=run)
 
 
@@ -101,23 +104,20 @@ _RECIPE_FLAGS = (
 
 def run(args: argparse.Namespace) -> int:
     """Build the recipe, merge (or sweep λ), and print where the result is."""
-    import yaml
-
+    from culturemert.config import read_yaml
     from culturemert.merge import MergeInputError, merge_checkpoints, recipe_from_dict
     from culturemert.merge.sweep import parse_grid, resolve_scorer, sweep_lambda
     from culturemert.model import EncoderLoadError
 
     try:
-        raw = {}
-        if args.recipe:
-            with open(args.recipe) as file:
-                raw = yaml.safe_load(file) or {}
-        raw.update({k: getattr(args, k) for k in _RECIPE_FLAGS if getattr(args, k) is not None})
+        raw = read_yaml(args.recipe, "merge recipe") if args.recipe else {}
+        flags = {key: getattr(args, key) for key in _RECIPE_FLAGS}
         if args.lam:
-            raw["lambda"] = args.lam[0] if len(args.lam) == 1 else args.lam
-        if "base" not in raw or "models" not in raw:
+            flags["lambda"] = args.lam[0] if len(args.lam) == 1 else args.lam
+        changes = overrides(flags, args.overrides)
+        if not ({"base", "models"} <= set(raw) | {c.split("=")[0] for c in changes}):
             raise MergeInputError("give --base and --models, or a --recipe that has them")
-        recipe = recipe_from_dict(raw, where=args.recipe or "command line")
+        recipe = recipe_from_dict(raw, changes, where=args.recipe or "command line")
         started = time.perf_counter()
         if not args.sweep:
             out = merge_checkpoints(recipe, args.out, progress=not args.quiet)
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
             maximize=not args.minimize,
             progress=not args.quiet,
         )
-    except (MergeInputError, EncoderLoadError, ValueError, OSError, yaml.YAMLError) as error:
+    except (MergeInputError, EncoderLoadError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print((result.output / "sweep.md").read_text(), end="")

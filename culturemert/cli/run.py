@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from culturemert.cli.options import add_set_option
+
 
 def add_parser(subparsers) -> None:
     """Register the ``run`` subcommand."""
@@ -36,21 +38,23 @@ def add_parser(subparsers) -> None:
         "--jobs", type=int, default=None, help="steps run at once (default: the pipeline's jobs)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_set_option(parser, "steps.corpus.clips_per_tradition=30")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the pipeline, run it, print what ran and where each product is."""
-    from culturemert.pipeline import PipelineError, StepError, load_pipeline, run_pipeline
+    from culturemert.config import ConfigError
+    from culturemert.pipeline import StepError, load_pipeline, run_pipeline
     from culturemert.pipeline.steps import STEP_KINDS
 
     out = args.out or Path("runs") / args.pipeline.stem
     try:
-        pipeline = load_pipeline(args.pipeline, set(STEP_KINDS))
+        pipeline = load_pipeline(args.pipeline, set(STEP_KINDS), args.overrides)
         outcomes = run_pipeline(
             pipeline, out, STEP_KINDS, force=args.force, jobs=args.jobs, progress=not args.quiet
         )
-    except (PipelineError, StepError) as error:
+    except (ConfigError, StepError) as error:  # pipeline errors are configuration errors
         print(f"culturemert run: {error}", file=sys.stderr)
         return 1
     print_outcomes(outcomes)

@@ -1,17 +1,18 @@
-"""What to merge and how: a plain dataclass, read from and written to YAML."""
+"""What to merge and how: a dataclass read by :mod:`culturemert.config`, written back to YAML."""
 
 from __future__ import annotations
 
+import copy
 import os
 import re
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import yaml
 
+from culturemert.config import ConfigError, apply_override, config_from_dict, read_yaml
 from culturemert.merge.methods import METHODS, MergeOptions, trims_by_magnitude
-from culturemert.merge.weights import MergeInputError
 
 SCOPES = ("global", "tensor")
 WEIGHT_NORM_MODES = ("effective", "raw")
@@ -95,47 +96,35 @@ class MergeRecipe:
         }
 
 
-def recipe_from_dict(raw: dict[str, Any], *, where: str = "recipe") -> MergeRecipe:
-    """Build a recipe from YAML data; ``models`` entries are paths or ``{path, weight}`` maps."""
-    known = {field.name for field in fields(MergeRecipe)} - {"lam"} | {"lambda"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise MergeInputError(f"{where}: unknown keys {unknown} (known: {sorted(known)})")
-    values = dict(raw)
+def recipe_from_dict(
+    raw: dict[str, Any], overrides: Sequence[str] = (), *, where: str = "recipe"
+) -> MergeRecipe:
+    """Build a recipe from YAML data and ``KEY=VALUE`` overrides; ``models`` entries are paths
+    or ``{path, weight}`` maps, and ``lambda`` is λ."""
+    values = copy.deepcopy(raw)
+    try:
+        for override in overrides:
+            apply_override(values, override)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
     if "lambda" in values:
-        lam = values.pop("lambda")
-        values["lam"] = tuple(float(x) for x in lam) if isinstance(lam, list) else float(lam)
+        values["lam"] = values.pop("lambda")
     entries = values.get("models") or []
     if any(isinstance(entry, dict) and "path" not in entry for entry in entries):
-        raise MergeInputError(f"{where}: every models entry is a path or has a path key")
+        raise ConfigError(f"{where}: models: every entry is a path or has a path key")
     if any(isinstance(entry, dict) for entry in entries):
         if "weights" in values:
-            raise MergeInputError(f"{where}: give weights either per model or as a list")
-        values["weights"] = tuple(
-            float(entry.get("weight", 1.0)) if isinstance(entry, dict) else 1.0 for entry in entries
-        )
-    values["models"] = tuple(
-        str(entry["path"]) if isinstance(entry, dict) else str(entry) for entry in entries
-    )
-    for key in ("weights", "include", "exclude"):
-        if isinstance(values.get(key), list):
-            values[key] = tuple(values[key])
-    try:
-        return MergeRecipe(**values)
-    except (TypeError, ValueError) as error:
-        raise MergeInputError(f"{where}: {error}") from error
+            raise ConfigError(f"{where}: give weights either per model or as a list")
+        values["weights"] = [
+            entry.get("weight", 1.0) if isinstance(entry, dict) else 1.0 for entry in entries
+        ]
+    values["models"] = [entry["path"] if isinstance(entry, dict) else entry for entry in entries]
+    return config_from_dict(MergeRecipe, values, where=where)
 
 
-def load_recipe(path: str | os.PathLike) -> MergeRecipe:
-    """Read a merge recipe from a YAML file."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise MergeInputError(f"{path}: cannot read the recipe ({error})") from error
-    if not isinstance(raw, dict):
-        raise MergeInputError(f"{path}: a recipe is a YAML mapping of keys to values")
-    return recipe_from_dict(raw, where=str(path))
+def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> MergeRecipe:
+    """Read a merge recipe from a YAML file, with ``KEY=VALUE`` overrides."""
+    return recipe_from_dict(read_yaml(path, "merge recipe"), overrides, where=str(path))
 
 
 def recipe_yaml(recipe: MergeRecipe) -> str:

@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from culturemert import __version__
 from culturemert.atomic import replace_directory
+from culturemert.config import ConfigError, build
 from culturemert.pipeline.spec import Pipeline, PipelineError, StepSpec, resolve_references
 
 RECORD = "step.json"
@@ -112,18 +113,10 @@ def check_settings(pipeline: Pipeline, kinds: dict[str, StepKind]) -> None:
 
 def build_settings(step: StepSpec, config: dict[str, Any], kind: StepKind) -> Any:
     """The step's settings dataclass; errors name the step and the field."""
-    known = [f.name for f in fields(kind.settings)]
-    unknown = sorted(set(config) - set(known))
-    where = f"steps.{step.name}"
-    if unknown:
-        raise PipelineError(
-            f"{where}.{unknown[0]}: unknown setting of a {step.kind} step "
-            f"(known: {', '.join(known)})"
-        )
     try:
-        return kind.settings(**config)
-    except (TypeError, ValueError) as error:
-        raise PipelineError(f"{where}: {error}") from None
+        return build(kind.settings, config, f"steps.{step.name}")
+    except ConfigError as error:
+        raise PipelineError(str(error)) from None
 
 
 def read_record(folder: Path) -> dict | None:

@@ -10,20 +10,21 @@ keys starting with ``x-`` are ignored: they hold YAML anchors that steps share.
 from __future__ import annotations
 
 import graphlib
+import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from culturemert.config import ConfigError, apply_override, read_yaml
 
 STEP_NAME = re.compile(r"[A-Za-z0-9_-]+")
 REFERENCE = re.compile(r"@([A-Za-z0-9_-]+)(/.*)?")
 
 
-class PipelineError(ValueError):
+class PipelineError(ConfigError):
     """A pipeline file that cannot run; the message names the file, the step and the field."""
 
 
@@ -155,13 +156,16 @@ def pipeline_from_dict(
     )
 
 
-def load_pipeline(path: str | os.PathLike, kinds: set[str] | frozenset[str]) -> Pipeline:
-    """Read and check a pipeline YAML file."""
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"{path}: no such pipeline file")
+def load_pipeline(
+    path: str | os.PathLike, kinds: set[str] | frozenset[str], overrides: Sequence[str] = ()
+) -> Pipeline:
+    """Read and check a pipeline YAML file, with ``KEY=VALUE`` overrides (``seed=3``,
+    ``steps.corpus.clips_per_tradition=30``) applied to each step on its own."""
+    raw = read_yaml(path, "pipeline")
+    raw = json.loads(json.dumps(raw, default=str))  # YAML anchors unshared: one step per override
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise PipelineError(f"{path}: not valid YAML ({error})") from None
+        for override in overrides:
+            apply_override(raw, override)
+    except ConfigError as error:
+        raise PipelineError(f"{path}: {error}") from None
     return pipeline_from_dict(raw, kinds, where=str(path))
