@@ -12,10 +12,15 @@ from pathlib import Path
 import numpy as np
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    # os.umask can only be read by setting it: do it once, at import, before threads start, so
+    # that no file made by another thread is ever created under a zero mask.
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 @contextmanager
@@ -28,7 +33,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     temporary = Path(temporary)
     try:
         yield temporary
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual mode
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual mode
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
@@ -53,7 +58,7 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes private folders
+        os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes private folders
         yield staging
         replace_directory(staging, target)
     finally:

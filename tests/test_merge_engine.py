@@ -231,3 +231,18 @@ def test_damaged_weight_files_are_named(checkpoints, tmp_path, damage):
     with pytest.raises(MergeInputError, match=str(weights)):
         merge_checkpoints(recipe, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_dtype_merging_cannot_read_is_named(checkpoints, tmp_path):
+    import shutil
+
+    odd = tmp_path / "odd"
+    shutil.copytree(checkpoints["models"][0], odd)
+    state = load_file(odd / "model.safetensors")
+    name = next(iter(state))
+    state[name] = state[name].to(torch.float8_e4m3fn)
+    save_file(state, odd / "model.safetensors")
+    recipe = MergeRecipe(base=str(checkpoints["base"]), models=(str(odd),))
+    with pytest.raises(MergeInputError, match=f"{name} is stored as F8_E4M3"):
+        merge_checkpoints(recipe, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

@@ -132,3 +132,18 @@ def test_cli_reports_bad_inputs(checkpoints, tmp_path, capsys):
     )
     assert code == 2
     assert "single lambda" in capsys.readouterr().err
+
+
+def test_lambdas_that_print_alike_keep_their_own_merges(checkpoints, tmp_path):
+    # 0.1234561 and 0.1234562 print alike with six digits; the first is best and must survive.
+    recipe = MergeRecipe(
+        base=str(checkpoints["base"]), models=tuple(map(str, checkpoints["models"]))
+    )
+    lambdas = [0.1234561, 0.1234562, 0.9]
+    scores = iter([1.0, 0.0, 0.5])
+    out = tmp_path / "best"
+    result = sweep_lambda(recipe, lambdas, lambda _: next(scores), out, progress=False)
+    assert result.best_lambda == 0.1234561
+    assert abs(applied_lambda(checkpoints, out) - 0.1234561) < 1e-5
+    assert not (out / ".candidates").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]

@@ -7,13 +7,13 @@ import importlib
 import math
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from culturemert.atomic import atomic_directory
 from culturemert.merge.engine import merge_checkpoints, open_inputs
 from culturemert.merge.recipe import MergeRecipe
 
@@ -73,36 +73,34 @@ def sweep_lambda(
     Only the best merge so far stays on disk. ``out`` also gets ``sweep.csv``, ``sweep.md`` and
     ``sweep.png`` (``metric`` against λ), and its model card ends with the sweep table.
     """
-    from culturemert.atomic import replace_directory
-
     if not lambdas:
         raise ValueError("an empty λ grid")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     inputs = open_inputs(recipe)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.sweep-", dir=out.parent))
-    try:
+    with atomic_directory(out) as staging:
+        # Candidates are named by position, not by λ: two λ that print alike stay apart.
+        candidates = staging / ".candidates"
         scores: list[float] = []
         best = 0
-        for lam in tqdm(lambdas, desc="λ sweep", unit="merge", disable=not progress):
-            merged = work / f"lambda-{lam:g}"
+        for index, lam in enumerate(
+            tqdm(lambdas, desc="λ sweep", unit="merge", disable=not progress)
+        ):
+            merged = candidates / str(index)
             merge_checkpoints(replace(recipe, lam=lam), merged, inputs=inputs, progress=progress)
             scores.append(float(scorer(merged)))
-            if len(scores) == 1 or _rank(scores[-1], maximize) > _rank(scores[best], maximize):
-                if len(scores) > 1:
-                    shutil.rmtree(work / f"lambda-{lambdas[best]:g}")
-                best = len(scores) - 1
+            if index == 0 or _rank(scores[-1], maximize) > _rank(scores[best], maximize):
+                if index > 0:
+                    shutil.rmtree(candidates / str(best))
+                best = index
             else:
                 shutil.rmtree(merged)
-        kept = work / f"lambda-{lambdas[best]:g}"
-        table = _write_table(kept, lambdas, scores, best, metric)
-        _plot(kept / "sweep.png", lambdas, scores, best, metric)
-        with open(kept / "README.md", "a") as card:
+        for item in (candidates / str(best)).iterdir():
+            os.replace(item, staging / item.name)
+        shutil.rmtree(candidates)
+        table = _write_table(staging, lambdas, scores, best, metric)
+        _plot(staging / "sweep.png", lambdas, scores, best, metric)
+        with open(staging / "README.md", "a") as card:
             card.write(f"\n## λ sweep ({metric}, best λ = {lambdas[best]:g})\n\n{table}")
-        replace_directory(kept, out)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return SweepResult(tuple(lambdas), tuple(scores), lambdas[best], scores[best], out)
+    return SweepResult(tuple(lambdas), tuple(scores), lambdas[best], scores[best], Path(out))
 
 
 def _rank(score: float, maximize: bool) -> float:

@@ -98,7 +98,13 @@ def _safetensors_source(directory: Path, files: list[Path]) -> WeightSource:
         for stored, entry in header.items():
             if stored == "__metadata__":
                 continue
-            info = TensorInfo(tuple(entry["shape"]), _DTYPES_BY_CODE[entry["dtype"]])
+            code = entry["dtype"]
+            if code not in _DTYPES_BY_CODE:
+                raise MergeInputError(
+                    f"{file}: {stored} is stored as {code}, which merging does not support "
+                    f"(supported: {', '.join(_DTYPES_BY_CODE)})"
+                )
+            info = TensorInfo(tuple(entry["shape"]), _DTYPES_BY_CODE[code])
             begin, end = entry["data_offsets"]
             spans[(file, stored)] = (data_start + begin, end - begin)
             _add_tensor(tensors, locations, stored, info, (file, stored), file)

@@ -13,8 +13,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -29,7 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from culturemert import __version__
-from culturemert.atomic import replace_directory
+from culturemert.atomic import atomic_directory
 from culturemert.config import ConfigError, build
 from culturemert.pipeline.spec import Pipeline, PipelineError, StepSpec, resolve_references
 
@@ -235,37 +233,32 @@ def _execute(
     progress: bool,
 ) -> float:
     """Run one step in a staging folder and move it into place; return its duration."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{step.name}.", suffix=".partial", dir=run_dir))
-    staging.chmod(0o755)  # mkdtemp makes private folders; step outputs are ordinary files
     outputs = {name: run_dir / name for name in (*step.needs, step.name)}
     trace = run_dir / LOG_DIR / f"{step.name}.traceback.txt"
     seed = step_seed(pipeline.seed, step.name)
-    context = StepContext(step.name, staging, seed, run_dir / ".cache", progress)
     started = time.perf_counter()
     try:
-        config = resolve_references(step.config, products, outputs)
-        settings = build_settings(step, config, kind)
-        with _reproducible(seed, pipeline.threads):
-            product = Path(kind.run(settings, context)).resolve()
-        if not product.is_relative_to(staging.resolve()):
-            raise ValueError(f"the step's product {product} is not inside its output folder")
-        relative = product.relative_to(staging.resolve())
-        seconds = time.perf_counter() - started
-        record = {
-            "step": step.name,
-            "kind": step.kind,
-            "key": key,
-            "product": relative.as_posix(),
-            "settings": step.config,
-            "inputs": {name: str(outputs[name]) for name in step.needs},
-            "seconds": round(seconds, 3),
-            "culturemert_version": __version__,
-        }
-        (staging / RECORD).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
-        replace_directory(staging, outputs[step.name])
+        with atomic_directory(outputs[step.name]) as staging:
+            context = StepContext(step.name, staging, seed, run_dir / ".cache", progress)
+            config = resolve_references(step.config, products, outputs)
+            settings = build_settings(step, config, kind)
+            with _reproducible(seed, pipeline.threads):
+                product = Path(kind.run(settings, context)).resolve()
+            if not product.is_relative_to(staging.resolve()):
+                raise ValueError(f"the step's product {product} is not inside its output folder")
+            seconds = time.perf_counter() - started
+            record = {
+                "step": step.name,
+                "kind": step.kind,
+                "key": key,
+                "product": product.relative_to(staging.resolve()).as_posix(),
+                "settings": step.config,
+                "inputs": {name: str(outputs[name]) for name in step.needs},
+                "seconds": round(seconds, 3),
+                "culturemert_version": __version__,
+            }
+            (staging / RECORD).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     except BaseException as error:
-        shutil.rmtree(staging, ignore_errors=True)
         if isinstance(error, (KeyboardInterrupt, SystemExit)):
             raise
         trace.parent.mkdir(parents=True, exist_ok=True)
