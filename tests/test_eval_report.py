@@ -8,11 +8,18 @@ import contextlib
 import io
 import json
 import re
+from html.parser import HTMLParser
 
 import pytest
 
 from culturemert.cli import main
-from culturemert.evaluate.report import load_paper_results, markdown_report
+from culturemert.evaluate.report import (
+    Section,
+    load_paper_results,
+    markdown_report,
+    read_tables,
+    write_report,
+)
 from culturemert.evaluate.results import ResultsError, load_results, save_results
 
 # The paper's ROC-AUC / mAP table (culturemert-paper.md §5.2), in its column order.
@@ -163,3 +170,67 @@ def test_bad_results_files_are_clear_errors(tmp_path, capsys):
     with pytest.raises(ResultsError, match="string 'model'"):
         load_results(tmp_path / "nomodel.json")
     assert main(["report", "--out", str(tmp_path / "o")]) == 2
+
+
+class _Outline(HTMLParser):
+    """Headings, paragraphs and table sizes of a page, read by the standard library's parser."""
+
+    def __init__(self):
+        super().__init__()
+        self.items: list[tuple[str, str]] = []
+        self._open: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("h1", "h2", "p", "title", "li"):
+            self._open, self._text = tag, ""
+        elif tag == "table":
+            self.items.append(("table", ""))
+
+    def handle_data(self, data):
+        if self._open:
+            self._text += data
+
+    def handle_endtag(self, tag):
+        if tag == self._open:
+            self.items.append((tag, self._text))
+            self._open = None
+
+
+def test_title_intro_and_extra_sections_are_placed_and_their_tables_kept(tmp_path):
+    runs = [constructed_results()]
+    extra = [
+        Section("Change <from> base", [["Model", "Lyra"], ["my-encoder", "+1.0"]]),
+        Section("Limits", items=("Few tracks & one seed.",)),
+    ]
+    markdown, page = write_report(runs, tmp_path, title="Makam & more", intro="Why.", extra=extra)
+    outline = _Outline()
+    outline.feed(page.read_text())
+    assert outline.items[:3] == [("title", "Makam & more"), ("h1", "Makam & more"), ("p", "Why.")]
+    headings = [text for tag, text in outline.items if tag == "h2"]
+    assert headings[-2:] == ["Change <from> base", "Limits"]
+    assert headings[0] == "ROC-AUC / mAP (%)"
+    assert ("li", "Few tracks & one seed.") in outline.items
+    text = markdown.read_text()
+    assert text.startswith("# Makam & more\n\nWhy.\n\n### ROC-AUC / mAP (%)")
+    assert text.rstrip().endswith("- Few tracks & one seed.")
+    tables = read_tables(tmp_path)
+    assert list(tables) == [
+        "ROC-AUC / mAP (%)",
+        "Micro-F1 / Macro-F1 (%)",
+        "Selected on validation",
+        "Change <from> base",
+    ]
+    assert tables["ROC-AUC / mAP (%)"][1][1:3] == [
+        "90.4 ± 0.2 / 61.5 ± 0.4",
+        "86.1 ± 0.4 / 55.3 ± 1.2",
+    ]
+    assert tables["Change <from> base"] == extra[0].table
+
+
+def test_report_command_takes_a_title_by_flag_or_set(tmp_path, capsys):
+    path = save_results(tmp_path / "run.json", constructed_results())
+    out = tmp_path / "out"
+    assert main(["report", str(path), "--out", str(out), "--set", "title=Set title"]) == 0
+    assert "<h1>Set title</h1>" in (out / "report.html").read_text()
+    assert main(["report", str(path), "--out", str(out), "--set", "paper=maybe"]) == 2
+    assert "paper: expected true or false" in capsys.readouterr().err

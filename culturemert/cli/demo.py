@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from culturemert.cli.run import print_outcomes
     from culturemert.config import ConfigError
     from culturemert.demo import run_demo
+    from culturemert.evaluate.report import markdown_table, read_tables
     from culturemert.pipeline import StepError
 
     try:
@@ -54,9 +55,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print_outcomes(outcomes)
     # The headline tables; the Markdown and HTML reports hold everything else.
-    sections = report.with_name("report.md").read_text(encoding="utf-8").split("\n### ")
-    for section in sections[1:]:
-        if section.startswith(("ROC-AUC", "λ sweep")):
-            print(f"\n{section.strip()}")
+    for title, rows in read_tables(report.parent).items():
+        if title.startswith(("ROC-AUC", "λ sweep")):
+            print(f"\n{title}\n\n{markdown_table(rows)}")
     print(f"\nreport: {report}")
     return 0

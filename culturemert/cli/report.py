@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from culturemert.cli.options import add_set_option, overrides
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``report`` and its arguments."""
@@ -23,16 +25,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="add the published MERT-v1-95M, CultureMERT-95M and CultureMERT-TA-95M rows",
     )
+    parser.add_argument("--title", help="the page's title (default: culturemert evaluation report)")
+    parser.add_argument("--intro", help="a paragraph under the title")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the report")
+    add_set_option(parser, "'title=Makam adaptation'")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the runs, print the Markdown tables, write the report files."""
-    from culturemert.evaluate.report import load_paper_results, write_report
+    from culturemert.config import ConfigError, config_from_dict
+    from culturemert.evaluate.report import ReportOptions, load_paper_results, write_report
     from culturemert.evaluate.results import ResultsError, load_results
 
-    if not args.results and not args.paper:
+    flags = {"paper": args.paper or None, "title": args.title, "intro": args.intro}
+    try:
+        options = config_from_dict(
+            ReportOptions, {}, overrides(flags, args.overrides), where="report options"
+        )
+    except ConfigError as error:
+        print(f"report: {error}", file=sys.stderr)
+        return 2
+    if not args.results and not options.paper:
         print("report: give at least one RESULTS.json, or --paper", file=sys.stderr)
         return 2
     try:
@@ -40,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
     except ResultsError as error:
         print(f"report: {error}", file=sys.stderr)
         return 2
-    if args.paper:
+    if options.paper:
         runs = load_paper_results() + runs
-    markdown, page = write_report(runs, args.out)
+    markdown, page = write_report(runs, args.out, title=options.title, intro=options.intro)
     print(markdown.read_text(encoding="utf-8"))
     print(f"wrote {markdown} and {page}")
     return 0

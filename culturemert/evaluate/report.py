@@ -13,6 +13,7 @@ import html
 import io
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -33,6 +34,7 @@ TASK_TITLES = {
 METRIC_TITLES = {"roc_auc": "ROC-AUC", "map": "mAP", "micro_f1": "Micro-F1", "macro_f1": "Macro-F1"}
 TABLES = (("roc_auc", "map"), ("micro_f1", "macro_f1"))
 MISSING = "–"
+TABLES_FILE = "report-tables.json"
 
 
 def load_paper_results() -> list[Results]:
@@ -181,20 +183,105 @@ def _selection_rows(runs: Sequence[Results], tasks: Sequence[str]) -> list[list[
     return rows
 
 
-def markdown_report(runs: Sequence[Results]) -> str:
-    """The two paper-shaped tables (values in %), the selected probes, and notes."""
+@dataclass
+class ReportOptions:
+    """What ``culturemert report`` adds around the tables: the paper's rows, a title, an intro."""
+
+    paper: bool = False
+    title: str | None = None
+    intro: str = ""
+
+
+@dataclass(frozen=True)
+class Section:
+    """One titled part of a report: a table, pictures (HTML only) and bullet points."""
+
+    title: str | None
+    table: list[list[str]] | None = None
+    images: tuple[tuple[str, str], ...] = ()  # (alt text, base64 PNG)
+    items: tuple[str, ...] = ()
+
+
+def report_sections(runs: Sequence[Results], *, images: bool = True) -> list[Section]:
+    """The paper-shaped tables (values in %), the selected probes, the transfer matrix and the
+    per-family bars (when ``images``), and the notes."""
     tasks = task_order(runs)
-    parts = []
-    for metrics in TABLES:
-        title = " / ".join(METRIC_TITLES[m] for m in metrics)
-        parts.append(f"### {title} (%)\n\n{markdown_table(table_rows(runs, tasks, metrics))}")
+    sections = [
+        Section(
+            f"{' / '.join(METRIC_TITLES[m] for m in metrics)} (%)",
+            table_rows(runs, tasks, metrics),
+        )
+        for metrics in TABLES
+    ]
     selection = _selection_rows(runs, tasks)
     if selection:
-        parts.append(f"### Selected on validation\n\n{markdown_table(selection)}")
+        sections.append(Section("Selected on validation", selection))
+    if images:
+        heatmaps = tuple(
+            (f"{metric} heatmap", heatmap_png(runs, metric)) for metric in ("roc_auc", "map")
+        )
+        sections.append(Section("Cross-cultural transfer matrix", images=heatmaps))
+        bars = tuple(
+            (f"{task} per family", png)
+            for task in tasks
+            if (png := family_bars_png(runs, task)) is not None
+        )
+        if bars:
+            sections.append(Section("Per tag family", images=bars))
     notes = _notes(runs)
     if notes:
-        parts.append("\n".join(f"- {note}" for note in notes))
+        sections.append(Section(None, items=tuple(notes)))
+    return sections
+
+
+def render_markdown(sections: Sequence[Section], title: str | None = None, intro: str = "") -> str:
+    """Sections as Markdown (pictures left out), under an optional title and intro."""
+    parts = [f"# {title}"] if title else []
+    if intro:
+        parts.append(intro)
+    for section in sections:
+        if section.title:
+            parts.append(f"### {section.title}")
+        if section.table:
+            parts.append(markdown_table(section.table))
+        if section.items:
+            parts.append("\n".join(f"- {item}" for item in section.items))
     return "\n\n".join(parts) + "\n"
+
+
+def render_html(
+    sections: Sequence[Section], title: str = "culturemert evaluation report", intro: str = ""
+) -> str:
+    """Sections as one self-contained HTML page."""
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    if intro:
+        body.append(f"<p>{html.escape(intro)}</p>")
+    for section in sections:
+        if section.title:
+            body.append(f"<h2>{html.escape(section.title)}</h2>")
+        if section.table:
+            body.append(html_table(section.table))
+        body += [html_image(data, alt) for alt, data in section.images]
+        if section.items:
+            body.append(
+                "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in section.items) + "</ul>"
+            )
+    style = (
+        "body{font-family:sans-serif;margin:2em;max-width:75em}"
+        "table{border-collapse:collapse;margin-bottom:1em}"
+        "th,td{border:1px solid #bbb;padding:.3em .6em;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}img{display:block;margin:1em 0}"
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{style}</style></head>"
+        f"<body>{''.join(body)}</body></html>\n"
+    )
+
+
+def markdown_report(runs: Sequence[Results]) -> str:
+    """The evaluation report of ``runs`` as Markdown."""
+    return render_markdown(report_sections(runs, images=False))
 
 
 def figure_png(figure) -> str:
@@ -282,45 +369,31 @@ def html_image(data: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def html_report(runs: Sequence[Results]) -> str:
-    """A self-contained HTML page: the tables, heatmaps and per-family bars."""
-    tasks = task_order(runs)
-    body = ["<h1>culturemert evaluation report</h1>"]
-    for metrics in TABLES:
-        title = " / ".join(METRIC_TITLES[m] for m in metrics)
-        body += [f"<h2>{title} (%)</h2>", html_table(table_rows(runs, tasks, metrics))]
-    selection = _selection_rows(runs, tasks)
-    if selection:
-        body += ["<h2>Selected on validation</h2>", html_table(selection)]
-    body.append("<h2>Cross-cultural transfer matrix</h2>")
-    body += [
-        html_image(heatmap_png(runs, metric), f"{metric} heatmap") for metric in ("roc_auc", "map")
-    ]
-    bars = [(task, family_bars_png(runs, task)) for task in tasks]
-    if any(png for _, png in bars):
-        body.append("<h2>Per tag family</h2>")
-        body += [html_image(png, f"{task} per family") for task, png in bars if png]
-    notes = _notes(runs)
-    if notes:
-        body.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
-    style = (
-        "body{font-family:sans-serif;margin:2em;max-width:75em}"
-        "table{border-collapse:collapse;margin-bottom:1em}"
-        "th,td{border:1px solid #bbb;padding:.3em .6em;text-align:right}"
-        "td:first-child,th:first-child{text-align:left}img{display:block;margin:1em 0}"
-    )
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>culturemert evaluation report</title><style>{style}</style></head>"
-        f"<body>{''.join(body)}</body></html>\n"
-    )
-
-
-def write_report(runs: Sequence[Results], out_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``report.md`` and ``report.html`` into ``out_dir``; returns both paths."""
+def write_report(
+    runs: Sequence[Results],
+    out_dir: str | Path,
+    *,
+    title: str | None = None,
+    intro: str = "",
+    extra: Sequence[Section] = (),
+) -> tuple[Path, Path]:
+    """Write ``report.md``, ``report.html`` and ``report-tables.json`` (every table by its
+    section title) into ``out_dir``; ``extra`` sections follow the evaluation's. Returns the
+    Markdown and HTML paths."""
     if not runs:
         raise ValueError("nothing to report: give at least one results file or the paper numbers")
     out_dir = Path(out_dir)
-    markdown = write_text(out_dir / "report.md", markdown_report(runs))
-    page = write_text(out_dir / "report.html", html_report(runs))
+    sections = [*report_sections(runs), *extra]
+    markdown = write_text(out_dir / "report.md", render_markdown(sections, title, intro))
+    page = write_text(
+        out_dir / "report.html",
+        render_html(sections, title or "culturemert evaluation report", intro),
+    )
+    tables = {section.title: section.table for section in sections if section.table}
+    write_text(out_dir / TABLES_FILE, json.dumps(tables, indent=1, ensure_ascii=False) + "\n")
     return markdown, page
+
+
+def read_tables(out_dir: str | Path) -> dict[str, list[list[str]]]:
+    """The tables a report in ``out_dir`` holds, by section title."""
+    return json.loads((Path(out_dir) / TABLES_FILE).read_text(encoding="utf-8"))

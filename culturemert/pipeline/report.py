@@ -6,24 +6,19 @@ from __future__ import annotations
 
 import base64
 import csv
-import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from culturemert.atomic import write_text
 from culturemert.evaluate.report import (
     TASK_TITLES,
+    Section,
     figure_png,
-    html_image,
-    html_report,
-    html_table,
-    markdown_report,
-    markdown_table,
     metric_value,
     row_labels,
     task_order,
+    write_report,
 )
 from culturemert.evaluate.results import Results, load_results
 from culturemert.pipeline.runner import StepContext
@@ -112,39 +107,20 @@ def run_report(settings: ReportSettings, context: StepContext) -> Path:
     labels, tasks, change = change_matrix(runs, baseline)
     change_rows = change_table(labels, tasks, change)
     change_title = f"ROC-AUC change from {baseline_name} (points)"
-    sweep = read_sweep(Path(settings.sweep)) if settings.sweep else None
-
-    markdown = [f"# {settings.title}", settings.about, markdown_report(runs)]
-    markdown += [f"### {change_title}", markdown_table(change_rows)]
-    if sweep:
-        markdown += ["### λ sweep of the merge (validation)", markdown_table(sweep)]
-    if settings.limits:
-        markdown += [
-            "### What this does not show",
-            "\n".join(f"- {line}" for line in settings.limits),
-        ]
-    write_text(context.out / "report.md", "\n\n".join(part for part in markdown if part) + "\n")
-
-    # The evaluation page carries the paper's tables and the transfer heatmaps; the pipeline's
-    # sections go before its closing tag, under the pipeline's own title.
-    added = [f"<h2>{html.escape(change_title)}</h2>", html_table(change_rows)]
-    added.append(
-        html_image(change_heatmap_png(labels, tasks, change, change_title), "change heatmap")
-    )
-    if sweep:
-        added += ["<h2>λ sweep of the merge (validation)</h2>", html_table(sweep)]
-        added.append(
-            html_image(
-                base64.b64encode((Path(settings.sweep) / "sweep.png").read_bytes()).decode(),
-                "λ sweep",
+    heatmap = change_heatmap_png(labels, tasks, change, change_title)
+    extra = [Section(change_title, change_rows, images=(("change heatmap", heatmap),))]
+    if settings.sweep:
+        plot = base64.b64encode((Path(settings.sweep) / "sweep.png").read_bytes()).decode()
+        extra.append(
+            Section(
+                "λ sweep of the merge (validation)",
+                read_sweep(Path(settings.sweep)),
+                images=(("λ sweep", plot),),
             )
         )
     if settings.limits:
-        items = "".join(f"<li>{html.escape(line)}</li>" for line in settings.limits)
-        added += ["<h2>What this does not show</h2>", f"<ul>{items}</ul>"]
-    page = html_report(runs).replace(
-        "<h1>culturemert evaluation report</h1>",
-        f"<h1>{html.escape(settings.title)}</h1><p>{html.escape(settings.about)}</p>",
+        extra.append(Section("What this does not show", items=tuple(settings.limits)))
+    _, page = write_report(
+        runs, context.out, title=settings.title, intro=settings.about, extra=extra
     )
-    page = page.replace("</body>", "".join(added) + "</body>")
-    return write_text(context.out / "report.html", page)
+    return page
