@@ -16,6 +16,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from culturemert.audio import load_audio
 from culturemert.manifest import read_manifest
@@ -365,3 +366,27 @@ def test_synth_command_writes_a_corpus(tmp_path, capsys):
     assert "carnatic" in capsys.readouterr().out
     assert main([*argv, "--hours", "-1"]) == 2
     assert "hours must be positive" in capsys.readouterr().err
+
+
+def test_synth_command_takes_set_overrides(tmp_path, capsys):
+    from culturemert.cli import main
+
+    argv = ["synth", "--out", str(tmp_path), "--traditions", "greek-folk", "--seed", "3"]
+    sets = [
+        "--set",
+        "clips_per_tradition=3",
+        "--set",
+        "clip_seconds=0.5",
+        "--set",
+        "splits=[1, 0, 0]",
+    ]
+    assert main([*argv, *sets]) == 0
+    tracks = read_manifest(tmp_path / "all.jsonl")
+    assert [t.split for t in tracks] == ["train"] * 3
+    assert all(t.duration == 0.5 for t in tracks)
+    # the same clip as drawn directly with the seed the flag gave
+    expected = generate_clip("greek-folk", clip_seed(3, "greek-folk", 0), 0.5).waveform
+    written, _ = sf.read(tmp_path / tracks[0].path, dtype="float32")
+    assert np.abs(written - expected).max() < 1e-4  # FLAC's 16 bits
+    assert main([*argv, "--set", "clip_seconds=long"]) == 2
+    assert "clip_seconds: expected a number" in capsys.readouterr().err

@@ -13,7 +13,12 @@ from culturemert.audio import load_audio
 from culturemert.cli import main
 from culturemert.manifest import Track, write_manifest
 from culturemert.teachers import KMeansTeacher, fit_kmeans_teacher
-from culturemert.teachers.targets import TargetsError, compute_targets, load_targets
+from culturemert.teachers.targets import (
+    TargetsError,
+    compute_targets,
+    load_targets,
+    targets_teacher,
+)
 
 SR = 24000
 
@@ -150,3 +155,26 @@ def test_cli_fits_a_teacher_and_computes_targets(corpus, capsys):
     )
     assert re.search(r"skipped \(done before\)\s+4\n", capsys.readouterr().out)
     assert main(["targets", "fit-kmeans", str(manifest), "--out", str(out)]) == 2
+
+
+def test_cli_takes_its_settings_by_set(corpus, capsys):
+    root, manifest, tracks = corpus
+    out, saved = root / "set-targets", root / "elsewhere" / "t.safetensors"
+    argv = ["targets", "fit-kmeans", str(manifest), "--out", str(out)]
+    sets = ["codebooks=[mfcc:3]", "max_frames=500", f"teacher_out={saved}"]
+    assert main([*argv, *(arg for s in sets for arg in ("--set", s))]) == 0
+    teacher = KMeansTeacher.load(saved)
+    assert teacher.codebook_sizes == [3]
+    assert load_targets(out, teacher.hash, [t.track_id for t in tracks]).missing == []
+    assert main([*argv, "--codebook", "mfcc:3", "--set", "max_frames=many"]) == 1
+    assert "max_frames: expected an integer" in capsys.readouterr().err
+
+
+def test_the_teacher_of_a_target_folder_is_read_from_its_index(corpus, teacher):
+    root, _, tracks = corpus
+    compute_targets(teacher, tracks, root, root / "targets", progress=False)
+    stored = json.loads((root / "targets" / "index.json").read_text())
+    assert stored["teacher_hash"] == teacher.hash
+    assert targets_teacher(root / "targets") == (teacher.hash, list(teacher.codebook_sizes))
+    with pytest.raises(TargetsError, match="no index.json"):
+        targets_teacher(root / "nowhere")

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from culturemert.cli.options import add_set_option
+
 
 def add_parser(subparsers) -> None:
     """Register the ``pretrain`` subcommand."""
@@ -28,14 +30,7 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("recipe", type=Path, help="YAML recipe (see recipes/)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a recipe value, e.g. stages.0.steps=10 (repeatable; VALUE is YAML)",
-    )
+    add_set_option(parser, "stages.0.steps=10")
     parser.add_argument("--out", type=Path, help="run folder (default runs/<recipe name>)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")
     parser.add_argument("--devices", type=int, help="devices per node (engine.devices)")

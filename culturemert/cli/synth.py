@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
+
+from culturemert.cli.options import add_set_option, overrides
 
 
 def _names(text: str) -> list[str]:
@@ -39,38 +42,40 @@ def add_parser(subparsers) -> None:
         "--hours", type=float, help="total corpus length, shared evenly (default 0.1)"
     )
     size.add_argument("--clips-per-tradition", type=int, help="clips per tradition")
-    parser.add_argument("--clip-seconds", type=float, default=5.0, help="clip length")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clip-seconds", type=float, help="clip length (default 5)")
+    parser.add_argument("--seed", type=int, help="corpus seed (default 0)")
     parser.add_argument(
-        "--splits",
-        type=_fractions,
-        default=(0.7, 0.1, 0.2),
-        help="train,valid,test fractions (default 0.7,0.1,0.2)",
+        "--splits", type=_fractions, help="train,valid,test fractions (default 0.7,0.1,0.2)"
     )
-    parser.add_argument("--format", choices=["flac", "wav"], default="flac")
+    parser.add_argument("--format", choices=["flac", "wav"], help="audio format (default flac)")
+    add_set_option(parser, "clip_seconds=10")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Generate the corpus and print a table of what was written."""
+    from culturemert.config import config_from_dict
     from culturemert.manifest import read_manifest
-    from culturemert.synth import TRADITIONS, write_corpus
+    from culturemert.synth import write_corpus
+    from culturemert.synth.corpus import CorpusSettings
 
-    hours = args.hours
-    if hours is None and args.clips_per_tradition is None:
-        hours = 0.1
+    flags = {
+        "traditions": args.traditions,
+        "hours": args.hours,
+        "clips_per_tradition": args.clips_per_tradition,
+        "clip_seconds": args.clip_seconds,
+        "seed": args.seed,
+        "splits": args.splits,
+        "audio_format": args.format,
+    }
     try:
-        manifests = write_corpus(
-            args.out,
-            args.traditions or tuple(TRADITIONS),
-            hours=hours,
-            clips_per_tradition=args.clips_per_tradition,
-            seed=args.seed,
-            clip_seconds=args.clip_seconds,
-            splits=args.splits,
-            audio_format=args.format,
+        settings = config_from_dict(
+            CorpusSettings, {}, overrides(flags, args.overrides), where="synth settings"
         )
-    except ValueError as error:
+        if settings.hours is None and settings.clips_per_tradition is None:
+            settings.hours = 0.1
+        manifests = write_corpus(args.out, **asdict(settings))
+    except ValueError as error:  # ConfigError included
         print(f"culturemert synth: {error}", file=sys.stderr)
         return 2
     print(

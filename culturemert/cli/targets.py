@@ -4,7 +4,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from culturemert.cli.options import add_set_option, overrides
+
+
+@dataclass
+class TargetsOptions:
+    """How ``targets`` fits a k-means teacher (``codebooks`` …) or runs EnCodec (``bandwidth``)."""
+
+    codebooks: list[str] = field(default_factory=list)
+    teacher_out: str | None = None
+    fit_tracks: int | None = None
+    max_frames: int = 100_000
+    seed: int = 0
+    bandwidth: float = 6.0
+    device: str = "cpu"
 
 
 def add_parser(subparsers) -> None:
@@ -37,40 +53,54 @@ def add_parser(subparsers) -> None:
     fit.add_argument(
         "--teacher-out", type=Path, help="where to save it (default OUT/teacher.safetensors)"
     )
-    fit.add_argument("--fit-tracks", type=int, default=None, help="fit on this many random tracks")
-    fit.add_argument("--max-frames", type=int, default=100_000, help="frames to cluster (75 per s)")
-    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--fit-tracks", type=int, help="fit on this many random tracks")
+    fit.add_argument("--max-frames", type=int, help="frames to cluster, 75 per s (default 100000)")
+    fit.add_argument("--seed", type=int, help="k-means seed (default 0)")
     encodec = parser.add_argument_group("encodec")
-    encodec.add_argument("--bandwidth", type=float, default=6.0, help="kbps (6 = 8 codebooks)")
-    encodec.add_argument("--device", default="cpu")
+    encodec.add_argument("--bandwidth", type=float, help="kbps (default 6 = 8 codebooks)")
+    encodec.add_argument("--device", help="device to run EnCodec on (default cpu)")
+    add_set_option(parser, "max_frames=50000")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Load or fit the teacher, label the manifest, print a summary."""
+    from culturemert.config import config_from_dict
     from culturemert.manifest import ManifestError, read_manifest
     from culturemert.teachers import TeacherFileError, load_teacher
     from culturemert.teachers.targets import TargetsError, compute_targets, fit_kmeans_on_tracks
 
+    flags = {
+        "codebooks": args.codebook,
+        "teacher_out": None if args.teacher_out is None else str(args.teacher_out),
+        "fit_tracks": args.fit_tracks,
+        "max_frames": args.max_frames,
+        "seed": args.seed,
+        "bandwidth": args.bandwidth,
+        "device": args.device,
+    }
     try:
+        options = config_from_dict(
+            TargetsOptions, {}, overrides(flags, args.overrides), where="targets settings"
+        )
         tracks = read_manifest(args.manifest)
         root = Path(args.manifest).resolve().parent
         if args.teacher == "fit-kmeans":
-            if not args.codebook:
+            if not options.codebooks:
                 print("fit-kmeans needs at least one --codebook FEATURES:K", file=sys.stderr)
                 return 2
             teacher = fit_kmeans_on_tracks(
                 tracks,
                 root,
-                args.codebook,
-                fit_tracks=args.fit_tracks,
-                max_frames=args.max_frames,
-                seed=args.seed,
+                options.codebooks,
+                fit_tracks=options.fit_tracks,
+                max_frames=options.max_frames,
+                seed=options.seed,
             )
-            saved = teacher.save(args.teacher_out or args.out / "teacher.safetensors")
+            saved = teacher.save(options.teacher_out or args.out / "teacher.safetensors")
             print(f"saved teacher {teacher.name} to {saved}")
         elif args.teacher.startswith("encodec:"):
-            teacher = load_teacher(args.teacher, bandwidth=args.bandwidth, device=args.device)
+            teacher = load_teacher(args.teacher, bandwidth=options.bandwidth, device=options.device)
         else:
             teacher = load_teacher(args.teacher)
         summary = compute_targets(teacher, tracks, root, args.out)

@@ -7,7 +7,6 @@ step's main product.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -132,12 +131,13 @@ def run_pretrain(settings: PretrainSettings, context: StepContext) -> Path:
     """Train every stage; the product is the last stage's exported encoder."""
     from culturemert.pretrain.loop import train
     from culturemert.pretrain.recipe import recipe_from_dict
+    from culturemert.teachers.targets import targets_teacher
 
-    index = json.loads((Path(settings.targets) / "index.json").read_text())
+    teacher_hash, codebook_sizes = targets_teacher(settings.targets)
     raw = {
         "init": settings.init,
-        "teacher": {"targets": settings.targets, "hash": index["teacher_hash"]},
-        "objective": {"codebook_sizes": index["codebook_sizes"], **settings.objective},
+        "teacher": {"targets": settings.targets, "hash": teacher_hash},
+        "objective": {"codebook_sizes": codebook_sizes, **settings.objective},
         "data": settings.data,
         "stages": settings.stages,
         "engine": settings.engine,

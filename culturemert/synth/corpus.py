@@ -6,7 +6,7 @@ import json
 import os
 import zlib
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -23,6 +23,19 @@ from culturemert.synth.traditions import TRADITIONS, get_tradition
 
 AUDIO_FORMATS = {"flac": ("FLAC", "PCM_16"), "wav": ("WAV", "FLOAT")}
 SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class CorpusSettings:
+    """A corpus as ``culturemert synth`` draws it: the keyword arguments of :func:`write_corpus`."""
+
+    traditions: list[str] = field(default_factory=lambda: list(TRADITIONS))
+    hours: float | None = None
+    clips_per_tradition: int | None = None
+    clip_seconds: float = 5.0
+    splits: tuple[float, ...] = (0.7, 0.1, 0.2)
+    audio_format: str = "flac"
+    seed: int = 0
 
 
 class Clip(NamedTuple):

@@ -81,6 +81,22 @@ def _read_index(directory: Path) -> dict | None:
     return index
 
 
+def _existing_index(directory: Path) -> dict:
+    index = _read_index(directory)
+    if index is None:
+        raise TargetsError(
+            f"{directory}: no {INDEX_NAME}; compute targets first with "
+            "`culturemert targets TEACHER MANIFEST --out DIR`"
+        )
+    return index
+
+
+def targets_teacher(directory: str | os.PathLike) -> tuple[str, list[int]]:
+    """The hash and codebook sizes of the teacher that made the targets in ``directory``."""
+    index = _existing_index(Path(directory))
+    return index["teacher_hash"], list(index["codebook_sizes"])
+
+
 def _write_index(directory: Path, index: dict) -> None:
     text = json.dumps(index, indent=1, sort_keys=True)
     write_text(directory / INDEX_NAME, text)
@@ -196,12 +212,7 @@ def load_targets(
     when the targets were made are reported in ``failed`` instead).
     """
     directory = Path(directory)
-    index = _read_index(directory)
-    if index is None:
-        raise TargetsError(
-            f"{directory}: no {INDEX_NAME}; compute targets first with "
-            "`culturemert targets TEACHER MANIFEST --out DIR`"
-        )
+    index = _existing_index(directory)
     if index["teacher_hash"] != expected_teacher_hash:
         raise TargetsError(
             f"{directory}: targets were made by teacher {index['teacher_name']} "
