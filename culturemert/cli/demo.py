@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from culturemert.cli.options import add_set_option
+from culturemert.cli.options import add_pipeline_options
 
 
 def add_parser(subparsers) -> None:
@@ -22,14 +22,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
     parser.add_argument("--seed", type=int, default=None, help="pipeline seed (default: 0)")
-    parser.add_argument(
-        "--force", action="append", default=[], metavar="STEP", help="redo STEP and its dependants"
-    )
-    parser.add_argument(
-        "--jobs", type=int, default=None, help="steps run at once (default: the pipeline's jobs)"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_set_option(parser, "steps.corpus.clips_per_tradition=60")
+    add_pipeline_options(parser, "steps.corpus.clips_per_tradition=60")
     parser.set_defaults(run=run)
 
 

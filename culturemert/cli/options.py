@@ -19,6 +19,22 @@ def add_set_option(parser: argparse.ArgumentParser, example: str) -> None:
     )
 
 
+def add_pipeline_options(parser: argparse.ArgumentParser, example: str) -> None:
+    """Register what ``run`` and ``demo`` share: ``--force``, ``--jobs``, ``--quiet``, ``--set``."""
+    parser.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="STEP",
+        help="redo STEP and every step that reads from it (repeatable)",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="steps run at once (default: the pipeline's jobs)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_set_option(parser, example)
+
+
 def overrides(flags: dict[str, Any], given: list[str]) -> list[str]:
     """``KEY=VALUE`` overrides for the flags that were given (not None), then ``--set``'s."""
     from_flags = [f"{key}={json.dumps(value)}" for key, value in flags.items() if value is not None]

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from culturemert.cli.options import add_set_option
+from culturemert.cli.options import add_pipeline_options
 
 
 def add_parser(subparsers) -> None:
@@ -27,18 +27,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("pipeline", type=Path, help="pipeline YAML file")
     parser.add_argument("--out", type=Path, help="run folder (default runs/<pipeline name>)")
-    parser.add_argument(
-        "--force",
-        action="append",
-        default=[],
-        metavar="STEP",
-        help="redo STEP and every step that reads from it (repeatable)",
-    )
-    parser.add_argument(
-        "--jobs", type=int, default=None, help="steps run at once (default: the pipeline's jobs)"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_set_option(parser, "steps.corpus.clips_per_tradition=30")
+    add_pipeline_options(parser, "steps.corpus.clips_per_tradition=30")
     parser.set_defaults(run=run)
 
 
