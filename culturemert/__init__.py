@@ -13,8 +13,10 @@ _EXPORTS = {
     "load_audio": "culturemert.audio",
     "LayerWeighting": "culturemert.embedding",
     "embed": "culturemert.embedding",
+    "Encoder": "culturemert.model",
     "EncoderLoadError": "culturemert.model",
     "load_encoder": "culturemert.model",
+    "open_encoder": "culturemert.model",
     "save_encoder": "culturemert.model",
 }
 

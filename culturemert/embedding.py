@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from culturemert.frames import MIN_SAMPLES
-from culturemert.model.checkpoint import encoder_preprocessing
+from culturemert.model.encoder import Encoder, as_encoder
 
 POOLS = ("mean", "max", "mean+std")
 Layers = str | int | Sequence[int]
@@ -63,12 +63,6 @@ def pool_frames(hidden: torch.Tensor, pool: str) -> torch.Tensor:
     raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
 
 
-def encoder_device(encoder: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """Where an encoder's weights live and in which floating-point type."""
-    parameter = next(encoder.parameters())
-    return parameter.device, parameter.dtype
-
-
 @dataclass
 class _Waveform:
     """One input of the stream while its windows are in flight."""
@@ -82,7 +76,7 @@ class _Waveform:
 class _Batcher:
     """Windows grouped by length; a group runs as one batch once full, or when pushed."""
 
-    def __init__(self, encoder: nn.Module, layers: Layers, pool: str, batch_size: int):
+    def __init__(self, encoder: Encoder, layers: Layers, pool: str, batch_size: int):
         self.encoder, self.layers, self.pool, self.batch_size = encoder, layers, pool, batch_size
         self.groups: dict[int, list[tuple[_Waveform, int, torch.Tensor]]] = {}
         self.chosen: list[int] | None = None
@@ -103,9 +97,7 @@ class _Batcher:
         batch, self.groups[length] = group[: self.batch_size], group[self.batch_size :]
         if not self.groups[length]:
             del self.groups[length]
-        hidden_states = self.encoder(
-            torch.stack([window for _, _, window in batch]), output_hidden_states=True
-        ).hidden_states
+        hidden_states = self.encoder.hidden_states(torch.stack([window for _, _, window in batch]))
         if self.chosen is None:
             self.chosen = select_layers(self.layers, len(hidden_states))
         pooled = torch.stack([pool_frames(hidden_states[i], self.pool) for i in self.chosen], 1)
@@ -123,7 +115,7 @@ class _Batcher:
 
 @torch.inference_mode()
 def embed_stream(
-    encoder: nn.Module,
+    encoder: Encoder | nn.Module,
     waveforms: Iterable[tuple[Hashable, np.ndarray | torch.Tensor | None]],
     *,
     layers: Layers = "all",
@@ -144,10 +136,11 @@ def embed_stream(
         raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    encoder = as_encoder(encoder)
     window = None
     if window_seconds is not None:
-        window = round(window_seconds * encoder_preprocessing(encoder).sample_rate)
-    device, dtype = encoder_device(encoder)
+        window = round(window_seconds * encoder.preprocessing.sample_rate)
+    device, dtype = encoder.device, encoder.dtype
     batcher = _Batcher(encoder, layers, pool, batch_size)
     in_flight: deque[_Waveform] = deque()
     # Windows wait for partners of their length; past this many, the oldest group runs anyway.
@@ -191,7 +184,7 @@ def embed_stream(
 
 
 def embed(
-    encoder: nn.Module,
+    encoder: Encoder | nn.Module,
     waveform: np.ndarray | torch.Tensor,
     *,
     layers: Layers = "all",

@@ -37,9 +37,10 @@ from culturemert.audio import (
     normalize_waveform,
 )
 from culturemert.devices import DTYPES, default_batch_size
-from culturemert.embedding import POOLS, Layers, embed_stream, encoder_device
+from culturemert.embedding import POOLS, Layers, embed_stream
 from culturemert.frames import MIN_SAMPLES, SAMPLE_RATE
 from culturemert.manifest import read_manifest
+from culturemert.model.encoder import Encoder, as_encoder
 
 MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
 #: Default window: the evaluation protocol's (MARBLE's) 30 s. Longer inputs cost attention
@@ -157,7 +158,7 @@ class _DecodedTracks(Dataset):
 
 
 def embed_tracks(
-    encoder: nn.Module,
+    encoder: Encoder | nn.Module,
     paths: Sequence[str | os.PathLike],
     settings: ExtractSettings,
     *,
@@ -172,7 +173,8 @@ def embed_tracks(
     """
     if workers < 0:
         raise ValueError(f"workers must be 0 or more, got {workers}")
-    device, _ = encoder_device(encoder)
+    encoder = as_encoder(encoder)
+    device = encoder.device
     loader = DataLoader(
         _DecodedTracks([Path(p) for p in paths], settings),
         batch_size=None,
@@ -215,7 +217,7 @@ def _check_settings(out: Path, wanted: dict) -> None:
 
 
 def extract_corpus(
-    encoder: nn.Module,
+    encoder: Encoder | nn.Module,
     items: list[tuple[str, Path]],
     out: str | os.PathLike,
     *,

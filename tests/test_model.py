@@ -15,9 +15,13 @@ from conftest import (
 from transformers import HubertModel
 
 from culturemert.model import (
+    Encoder,
     EncoderLoadError,
+    Preprocessing,
     UnsupportedCheckpointError,
+    as_encoder,
     load_encoder,
+    open_encoder,
     save_encoder,
 )
 
@@ -62,8 +66,9 @@ def test_real_layouts_load_bit_identically(tmp_path, layout):
 
 
 def test_save_roundtrip_loads_in_plain_transformers(tmp_path, tiny_encoder_dir):
-    model = load_encoder(tiny_encoder_dir, attn_implementation="eager")
-    out = save_encoder(model, tmp_path / "saved")
+    encoder = open_encoder(tiny_encoder_dir, attn_implementation="eager")
+    model = encoder.module
+    out = save_encoder(encoder, tmp_path / "saved")
     assert sorted(p.name for p in out.iterdir()) == [
         "config.json",
         "model.safetensors",
@@ -79,7 +84,7 @@ def test_save_roundtrip_loads_in_plain_transformers(tmp_path, tiny_encoder_dir):
         b = plain(waveform, output_hidden_states=True).hidden_states
         c = again(waveform, output_hidden_states=True).hidden_states
     assert all(torch.equal(x, y) and torch.equal(x, z) for x, y, z in zip(a, b, c, strict=True))
-    assert again.preprocessing == model.preprocessing
+    assert open_encoder(out).preprocessing == encoder.preprocessing
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no staging left behind
 
 
@@ -117,3 +122,33 @@ def test_missing_directory_and_offline_hub_id(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(EncoderLoadError, match=r"m-a-p/MERT-v1-95M.*--local-dir"):
         load_encoder("m-a-p/MERT-v1-95M")
+
+
+def test_the_encoder_value_carries_what_its_input_needs(tmp_path, tiny_encoder_dir):
+    import shutil
+
+    from transformers import Wav2Vec2FeatureExtractor
+
+    from culturemert.evaluate.handcrafted import handcrafted_features
+
+    folder = tmp_path / "normalising"
+    shutil.copytree(tiny_encoder_dir, folder)
+    extractor = Wav2Vec2FeatureExtractor(sampling_rate=24000, do_normalize=True)
+    extractor.save_pretrained(folder)  # the preprocessor file as transformers writes it
+    encoder = open_encoder(folder, dtype="bfloat16")
+    assert encoder.preprocessing == Preprocessing(sample_rate=24000, do_normalize=True)
+    assert encoder.dtype == torch.bfloat16 and encoder.device == torch.device("cpu")
+    assert encoder.frame_rate == 75.0
+    waveform = torch.randn(1, 4800, dtype=torch.bfloat16)
+    expected = encoder.module(waveform, output_hidden_states=True).hidden_states
+    assert all(
+        torch.equal(a, b) for a, b in zip(encoder.hidden_states(waveform), expected, strict=True)
+    )
+    # a bare module reads at its config's rate without normalising; values pass through
+    bare = as_encoder(load_encoder(folder))
+    assert bare.preprocessing == Preprocessing(sample_rate=24000, do_normalize=False)
+    assert as_encoder(encoder) is encoder
+    # hand-made features are an encoder without weights: CPU, float32
+    features = handcrafted_features("features:chroma")
+    assert isinstance(features, Encoder) and not list(features.module.parameters())
+    assert (features.device, features.dtype) == (torch.device("cpu"), torch.float32)

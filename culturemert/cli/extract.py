@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
     from culturemert.devices import distributed_position, resolve_device, slow_dtype_warning
     from culturemert.extract import WINDOW_SECONDS, collect_inputs, extract_corpus
-    from culturemert.model import EncoderLoadError, encoder_preprocessing, load_encoder
+    from culturemert.model import EncoderLoadError, open_encoder
 
     rank, world_size, _ = distributed_position()
     try:
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     if warning := slow_dtype_warning(device, settings.dtype):
         print(warning, file=sys.stderr)
     try:
-        encoder = load_encoder(
+        encoder = open_encoder(
             args.model,
             attn_implementation=args.attn_implementation,
             dtype=settings.dtype,
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     except EncoderLoadError as error:
         print(f"extract: {error}", file=sys.stderr)
         return 2
-    preprocessing = encoder_preprocessing(encoder)
+    preprocessing = encoder.preprocessing
     settings = replace(
         settings,
         sample_rate=preprocessing.sample_rate,

@@ -37,7 +37,7 @@ from culturemert.devices import distributed_position
 from culturemert.evaluate.fingerprints import AudioHashes, audio_fingerprint, encoder_fingerprint
 from culturemert.extract import ExtractSettings, embed_tracks
 from culturemert.manifest import Track
-from culturemert.model import encoder_preprocessing, load_encoder, read_preprocessing
+from culturemert.model import Encoder, as_encoder, open_encoder, read_preprocessing
 
 #: Bumped when the entry layout changes, so old entries are not misread.
 FORMAT_VERSION = 2
@@ -66,7 +66,7 @@ class SplitFeatures:
 
 
 def settings_for(
-    source: str | os.PathLike | torch.nn.Module,
+    source: str | os.PathLike | Encoder | torch.nn.Module,
     pool: str = "mean",
     window_seconds: float | None = 30.0,
     dtype: str = "float32",
@@ -75,9 +75,10 @@ def settings_for(
 
     A loaded model keeps its own dtype; ``dtype`` is the one a folder's encoder is loaded in.
     """
-    if isinstance(source, torch.nn.Module):
-        preprocessing = encoder_preprocessing(source)
-        dtype = str(next(source.parameters()).dtype).removeprefix("torch.")
+    if isinstance(source, (Encoder, torch.nn.Module)):
+        encoder = as_encoder(source)
+        preprocessing = encoder.preprocessing
+        dtype = str(encoder.dtype).removeprefix("torch.")
     else:
         preprocessing = read_preprocessing(source)
     return ExtractSettings(
@@ -98,7 +99,7 @@ class FeatureCache:
 
     def __init__(
         self,
-        source: str | os.PathLike | torch.nn.Module,
+        source: str | os.PathLike | Encoder | torch.nn.Module,
         cache_dir: str | os.PathLike,
         settings: ExtractSettings,
         *,
@@ -113,18 +114,19 @@ class FeatureCache:
         self.device = device
         self.workers, self.batch_size = workers, batch_size
         self.progress = progress
-        self.fingerprint = encoder_fingerprint(source)
+        loaded = isinstance(source, (Encoder, torch.nn.Module))
+        self._encoder = as_encoder(source) if loaded else None
+        self.fingerprint = encoder_fingerprint(self._encoder.module if loaded else source)
         self.hashes = AudioHashes(self.cache_dir / HASHES_FILE)
-        self._encoder = source if isinstance(source, torch.nn.Module) else None
 
     @property
-    def encoder(self) -> torch.nn.Module:
+    def encoder(self) -> Encoder:
         """The encoder, loaded from its folder the first time it is needed."""
         if self._encoder is None:
             from culturemert.devices import resolve_device
 
             device = resolve_device(self.device)
-            self._encoder = load_encoder(self.source, dtype=self.settings.dtype, device=device)
+            self._encoder = open_encoder(self.source, dtype=self.settings.dtype, device=device)
         return self._encoder
 
     def entry(self, tracks: Sequence[Track], name: str, max_seconds: float | None = None) -> Path:

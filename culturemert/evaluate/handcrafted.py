@@ -1,8 +1,8 @@
 """Hand-made features in an encoder's place: the reference a learned encoder should beat.
 
-MFCC (with deltas), log-mel and chroma frames at the encoder frame rate (75 Hz), offered
-through what evaluation asks of an encoder (``hidden_states``, a ``config`` and a
-``preprocessing``), so they are cached, probed, selected and scored exactly as encoders are.
+MFCC (with deltas), log-mel and chroma frames at the encoder frame rate (75 Hz), as another
+kind of :class:`~culturemert.model.Encoder` (a module giving ``hidden_states``, with a
+``config``), so they are cached, probed, selected and scored exactly as encoders are.
 Written ``features:mfcc+chroma`` wherever an encoder is named.
 """
 
@@ -17,6 +17,7 @@ from torch import nn
 
 from culturemert.frames import SAMPLE_RATE
 from culturemert.model.checkpoint import Preprocessing
+from culturemert.model.encoder import Encoder
 from culturemert.teachers.features import FEATURE_KINDS, frame_features
 
 PREFIX = "features:"
@@ -51,9 +52,6 @@ class HandcraftedFeatures(nn.Module):
                 f"(choose from {', '.join(FEATURE_KINDS)}, joined by '+')"
             )
         self.config = HandcraftedConfig(kinds)
-        self.preprocessing = Preprocessing(sample_rate=SAMPLE_RATE)
-        # Embedding reads the device and dtype from a parameter; this one is never used.
-        self.anchor = nn.Parameter(torch.zeros(()), requires_grad=False)
 
     def forward(self, waveforms: torch.Tensor, output_hidden_states: bool = True):
         """``hidden_states``: one ``[batch, frames, dims]`` tensor of the frame features."""
@@ -66,6 +64,8 @@ def is_handcrafted(source: object) -> bool:
     return isinstance(source, str) and source.startswith(PREFIX)
 
 
-def handcrafted_features(source: str) -> HandcraftedFeatures:
-    """The features named by ``features:KINDS``."""
-    return HandcraftedFeatures(source.removeprefix(PREFIX))
+def handcrafted_features(source: str) -> Encoder:
+    """The features named by ``features:KINDS``, as an encoder reading 24 kHz audio."""
+    return Encoder(
+        HandcraftedFeatures(source.removeprefix(PREFIX)), Preprocessing(sample_rate=SAMPLE_RATE)
+    )

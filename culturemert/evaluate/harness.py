@@ -33,6 +33,7 @@ from culturemert.evaluate.results import Results, TaskResult
 from culturemert.evaluate.selection import SelectionConfig, seed_metrics, select_probe
 from culturemert.manifest import Track
 from culturemert.model.checkpoint import resolve_source
+from culturemert.model.encoder import Encoder
 
 _LIBRARIES = ("torch", "transformers", "numpy", "scikit-learn", "safetensors", "soundfile", "soxr")
 
@@ -191,7 +192,7 @@ def evaluate_task(
 
 
 def evaluate_encoder(
-    model: str | os.PathLike | torch.nn.Module,
+    model: str | os.PathLike | Encoder | torch.nn.Module,
     datasets: Sequence[Dataset] | None = None,
     config: EvaluationConfig = EvaluationConfig(),
     *,
@@ -218,7 +219,7 @@ def evaluate_encoder(
     name = name or _model_name(model)
     if is_handcrafted(model):
         model = handcrafted_features(model)
-    elif not isinstance(model, torch.nn.Module):
+    elif not isinstance(model, (Encoder, torch.nn.Module)):
         model = resolve_source(model)  # a hub id becomes its local snapshot
     device = resolve_device(config.device)
     settings = settings_for(
@@ -341,9 +342,10 @@ def validation_scorer(
     return lambda model_dir: validation_score(model_dir, config, datasets)
 
 
-def _model_name(model: str | os.PathLike | torch.nn.Module) -> str:
-    if isinstance(model, torch.nn.Module):
-        config = getattr(model, "config", None)
+def _model_name(model: str | os.PathLike | Encoder | torch.nn.Module) -> str:
+    if isinstance(model, (Encoder, torch.nn.Module)):
+        module = model.module if isinstance(model, Encoder) else model
+        config = getattr(module, "config", None)
         return getattr(config, "name_or_path", "") or type(model).__name__
     path = Path(model)
     return path.resolve().name if path.is_dir() else str(model)  # a folder, or a hub id

@@ -1,9 +1,9 @@
-"""Encoders: MERT ↔ HuBERT config mapping and checkpoint load/save in Hugging Face layout."""
+"""Encoders: MERT ↔ HuBERT config mapping, checkpoint load/save in Hugging Face layout, and the
+encoder value (module + preprocessing) the library passes around."""
 
 from culturemert.model.checkpoint import (
     EncoderLoadError,
     Preprocessing,
-    encoder_preprocessing,
     load_encoder,
     read_preprocessing,
     save_encoder,
@@ -13,15 +13,18 @@ from culturemert.model.config import (
     hubert_config_from_dict,
     mert_config_dict,
 )
+from culturemert.model.encoder import Encoder, as_encoder, open_encoder
 
 __all__ = [
+    "Encoder",
     "EncoderLoadError",
     "Preprocessing",
     "UnsupportedCheckpointError",
-    "encoder_preprocessing",
+    "as_encoder",
     "hubert_config_from_dict",
     "load_encoder",
     "mert_config_dict",
+    "open_encoder",
     "read_preprocessing",
     "save_encoder",
 ]

@@ -17,6 +17,8 @@ from culturemert.model.config import hubert_config_from_dict
 if TYPE_CHECKING:  # the modeling code is slow to import; tools that never build a model skip it
     from transformers import HubertModel
 
+    from culturemert.model.encoder import Encoder
+
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 _HUB_PATTERNS = ["config.json", "preprocessor_config.json", "*.safetensors", "*.json", "*.bin"]
 
@@ -91,8 +93,8 @@ def load_encoder(
 
     ``source`` is a Hugging Face-layout directory or a hub id. MERT's remote-code configs are
     mapped onto HubertConfig; weights come from ``model.safetensors`` or from ``pytorch_model.bin``
-    read with ``weights_only=True`` (old ``weight_g``/``weight_v`` names included). The returned
-    model carries ``model.preprocessing`` (sample rate, normalisation) for the audio pipeline.
+    read with ``weights_only=True`` (old ``weight_g``/``weight_v`` names included). The model
+    with its preprocessing is :func:`culturemert.model.open_encoder`.
     """
     from transformers import HubertModel
 
@@ -125,32 +127,29 @@ def load_encoder(
             f"unexpected {sorted(info['unexpected_keys'])}, "
             f"mismatched {sorted(info['mismatched_keys'])}"
         )
-    model.preprocessing = read_preprocessing(directory, default_rate=config.sample_rate)
     if device is not None:
         model.to(device)
     return model.eval()
 
 
-def encoder_preprocessing(model: HubertModel) -> Preprocessing:
-    """The preprocessing a model was loaded with, or its config's sample rate without normalising."""
-    found = getattr(model, "preprocessing", None)
-    if isinstance(found, Preprocessing):
-        return found
-    return Preprocessing(sample_rate=int(getattr(model.config, "sample_rate", SAMPLE_RATE)))
-
-
 def save_encoder(
-    model: HubertModel,
+    model: HubertModel | Encoder,
     directory: str | os.PathLike,
     *,
     preprocessing: Preprocessing | None = None,
 ) -> Path:
     """Write ``config.json``, ``model.safetensors`` and ``preprocessor_config.json`` atomically.
 
-    The result loads with :func:`load_encoder` and with plain ``HubertModel.from_pretrained``.
+    ``preprocessing`` defaults to an :class:`Encoder`'s own, else to the config's sample rate
+    without normalisation. The result loads with :func:`load_encoder` and with plain ``HubertModel.from_pretrained``.
     """
     directory = Path(directory)
-    preprocessing = preprocessing or encoder_preprocessing(model)
+    from culturemert.model.encoder import Encoder  # it builds on this module
+
+    if isinstance(model, Encoder):
+        model, preprocessing = model.module, preprocessing or model.preprocessing
+    if preprocessing is None:
+        preprocessing = Preprocessing(int(getattr(model.config, "sample_rate", SAMPLE_RATE)))
     with atomic_directory(directory) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         config_file = staging / "config.json"

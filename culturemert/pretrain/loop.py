@@ -29,8 +29,8 @@ from transformers import HubertConfig, HubertModel
 
 from culturemert.atomic import write_text
 from culturemert.frames import SAMPLE_RATE
-from culturemert.model import load_encoder, save_encoder
-from culturemert.model.checkpoint import Preprocessing, encoder_preprocessing
+from culturemert.model import open_encoder, save_encoder
+from culturemert.model.checkpoint import Preprocessing
 from culturemert.pretrain.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from culturemert.pretrain.data import (
     CropDataset,
@@ -167,9 +167,9 @@ def build_objective(recipe: Recipe) -> tuple[PretrainingObjective, Preprocessing
             ) from None
         preprocessing = Preprocessing(**saved["preprocessing"])
     else:
-        encoder = load_encoder(init)
-        preprocessing = encoder_preprocessing(encoder)
-        objective = PretrainingObjective(encoder, recipe.objective)
+        encoder = open_encoder(init)
+        preprocessing = encoder.preprocessing
+        objective = PretrainingObjective(encoder.module, recipe.objective)
     if preprocessing.sample_rate != SAMPLE_RATE:
         raise RunError(
             f"init: {init} expects {preprocessing.sample_rate} Hz audio; MERT's objective and "
