@@ -51,12 +51,12 @@ from extract import measure_extraction, write_clips  # noqa: E402
 from probe import synthetic_splits, timed_naive_runs  # noqa: E402
 
 from culturemert.devices import default_batch_size, device_name  # noqa: E402
-from culturemert.evaluate.probes import ProbeSettings, ProbeSpec, train_probes  # noqa: E402
+from culturemert.evaluate.probes import ProbeSpec, train_probes  # noqa: E402
 from culturemert.evaluate.selection import (  # noqa: E402
-    SelectionConfig,
     probe_grid,
     select_probe,
 )
+from culturemert.evaluate.settings import ProbeSettings, SelectionConfig  # noqa: E402
 from culturemert.extract import ExtractSettings, collect_inputs, extract_corpus  # noqa: E402
 from culturemert.model import (  # noqa: E402
     hubert_config_from_dict,

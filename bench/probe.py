@@ -33,8 +33,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from culturemert.embedding import LayerWeighting
-from culturemert.evaluate.probes import WEIGHTED, ProbeSettings, WindowData
-from culturemert.evaluate.selection import SelectionConfig, probe_grid, select_probe
+from culturemert.evaluate.probes import WEIGHTED, WindowData
+from culturemert.evaluate.selection import probe_grid, select_probe
+from culturemert.evaluate.settings import ProbeSettings, SelectionConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine_line, matmul_rate, synchronize  # noqa: E402

@@ -11,10 +11,9 @@ import soundfile as sf
 from culturemert.cli import main
 from culturemert.embedding import embed
 from culturemert.evaluate.handcrafted import handcrafted_features, is_handcrafted
-from culturemert.evaluate.harness import EvaluationConfig, evaluate_encoder, task_datasets
-from culturemert.evaluate.probes import ProbeSettings
+from culturemert.evaluate.harness import evaluate_encoder, task_datasets
 from culturemert.evaluate.results import load_results
-from culturemert.evaluate.selection import SelectionConfig
+from culturemert.evaluate.settings import EvaluationConfig, ProbeSettings, SelectionConfig
 from culturemert.teachers.features import frame_features
 
 pytestmark = pytest.mark.usefixtures("one_thread")

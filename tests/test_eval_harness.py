@@ -17,14 +17,12 @@ from sklearn.metrics import roc_auc_score
 from culturemert.cli import main
 from culturemert.evaluate.features import read_entry
 from culturemert.evaluate.harness import (
-    EvaluationConfig,
     evaluate_encoder,
     task_datasets,
     validation_score,
 )
-from culturemert.evaluate.probes import ProbeSettings
 from culturemert.evaluate.results import load_results, validate_results
-from culturemert.evaluate.selection import SelectionConfig
+from culturemert.evaluate.settings import EvaluationConfig, ProbeSettings, SelectionConfig
 
 SMALL = SelectionConfig(
     learning_rates=(3e-3, 3e-2),
@@ -196,7 +194,8 @@ def test_cli_rejects_an_unknown_task(tiny_encoder_dir, data_root, capsys):
 def test_evaluation_config_from_yaml_scores_like_the_dataclass(
     tiny_encoder_dir, data_root, tmp_path
 ):
-    from culturemert.evaluate.harness import load_evaluation_config, validation_scorer
+    from culturemert.evaluate.harness import validation_scorer
+    from culturemert.evaluate.settings import load_evaluation_config
 
     config_file = tmp_path / "eval.yaml"
     config_file.write_text(

@@ -14,13 +14,13 @@ from culturemert.evaluate.metrics import macro_roc_auc
 from culturemert.evaluate.probe_math import GridView, ProbePasses, dropout_keep, weighted_groups
 from culturemert.evaluate.probes import (
     WEIGHTED,
-    ProbeSettings,
     ProbeSpec,
     WindowData,
     init_params,
     train_probes,
 )
-from culturemert.evaluate.selection import SelectionConfig, probe_grid
+from culturemert.evaluate.selection import probe_grid
+from culturemert.evaluate.settings import ProbeSettings, SelectionConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

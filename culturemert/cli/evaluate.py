@@ -114,7 +114,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def evaluation_settings(args: argparse.Namespace):
     """The :class:`EvaluationConfig` of ``--config``, the flags given and ``--set``."""
-    from culturemert.evaluate.harness import evaluation_config, load_evaluation_config
+    from culturemert.evaluate.settings import evaluation_config, load_evaluation_config
 
     flags = {
         "tasks": args.tasks,

@@ -8,21 +8,20 @@ over tasks, without touching any test split.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
 import platform
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from importlib import metadata
 from pathlib import Path
 
 import torch
 
 from culturemert import __version__
-from culturemert.config import ConfigError, apply_override, config_from_dict, read_yaml, to_dict
+from culturemert.config import to_dict
 from culturemert.devices import check_dtype, device_name, distributed_position, resolve_device
 from culturemert.evaluate.datasets import ADAPTERS, SPLITS, Dataset, DatasetError, build_dataset
 from culturemert.evaluate.features import FeatureCache, settings_for
@@ -30,33 +29,16 @@ from culturemert.evaluate.handcrafted import handcrafted_features, is_handcrafte
 from culturemert.evaluate.metrics import bootstrap_roc_auc
 from culturemert.evaluate.probes import WindowData
 from culturemert.evaluate.results import Results, TaskResult
-from culturemert.evaluate.selection import SelectionConfig, seed_metrics, select_probe
+from culturemert.evaluate.selection import seed_metrics, select_probe
+from culturemert.evaluate.settings import (
+    EvaluationConfig,
+    load_evaluation_config,
+)
 from culturemert.manifest import Track
 from culturemert.model.checkpoint import resolve_source
 from culturemert.model.encoder import Encoder
 
 _LIBRARIES = ("torch", "transformers", "numpy", "scikit-learn", "safetensors", "soundfile", "soxr")
-
-
-@dataclass(frozen=True)
-class EvaluationConfig:
-    """Everything that decides an evaluation's numbers, besides the encoder and the data."""
-
-    tasks: tuple[str, ...] = ()
-    data_root: str | None = None
-    window_seconds: float | None = 30.0
-    pool: str = "mean"
-    threshold: float = 0.5
-    selection: SelectionConfig = field(default_factory=SelectionConfig)
-    # Seconds of each recording encoded, per task (None: whole); unset tasks keep their
-    # dataset's published truncation (makam 150 s, Hindustani 780 s, Carnatic 330 s).
-    max_seconds: dict[str, float | None] = field(default_factory=dict)
-    cache_dir: str | None = None  # default: $CULTUREMERT_CACHE or ~/.cache/culturemert/features
-    dtype: str = "float32"  # the encoder's, when extracting features (a model keeps its own)
-    # Where features are extracted and probes trained (None: this rank's GPU, else the CPU):
-    # the numbers agree across devices to rounding (see bench/gpu.py for the measured gaps).
-    device: str | None = None
-    workers: int = 1  # audio-decoding processes ahead of the encoder
 
 
 def default_cache_dir() -> Path:
@@ -274,41 +256,6 @@ def runtime_description(device: torch.device, world_size: int = 1) -> dict:
         "threads": torch.get_num_threads(),
         "processes": world_size,
     }
-
-
-def evaluation_config(
-    raw: dict | None = None,
-    overrides: Sequence[str] = (),
-    *,
-    where: str = "evaluation config",
-    relative_to: str | os.PathLike | None = None,
-) -> EvaluationConfig:
-    """An :class:`EvaluationConfig` from plain data (as YAML reads it) and ``KEY=VALUE``
-    overrides; ``tasks`` may be a comma-separated string, and a relative ``data_root`` is
-    taken relative to ``relative_to`` (the config file's folder)."""
-    raw = copy.deepcopy(raw or {})
-    try:
-        for override in overrides:
-            apply_override(raw, override)
-    except ConfigError as error:
-        raise ConfigError(f"{where}: {error}") from None
-    if isinstance(raw.get("tasks"), str):
-        raw["tasks"] = [task.strip() for task in raw["tasks"].split(",") if task.strip()]
-    config = config_from_dict(EvaluationConfig, raw, where=where)
-    if config.data_root is not None and relative_to is not None:
-        config = replace(
-            config, data_root=str(Path(relative_to) / Path(config.data_root).expanduser())
-        )
-    return config
-
-
-def load_evaluation_config(
-    path: str | os.PathLike, overrides: Sequence[str] = ()
-) -> EvaluationConfig:
-    """An :class:`EvaluationConfig` from YAML (``tasks``, ``data_root``, ``selection.probe`` ...)."""
-    path = Path(path)
-    raw = read_yaml(path, "evaluation config")
-    return evaluation_config(raw, overrides, where=str(path), relative_to=path.parent)
 
 
 def validation_score(

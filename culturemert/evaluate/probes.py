@@ -32,10 +32,10 @@ from tqdm.auto import tqdm
 
 from culturemert.evaluate.metrics import macro_roc_auc
 from culturemert.evaluate.probe_math import GridView, ProbePasses, dropout_keep, weighted_groups
+from culturemert.evaluate.settings import ProbeSettings
 
 #: ``ProbeSpec.layer`` of a probe on the learnable softmax weighting of all layers.
 WEIGHTED = -1
-KINDS = ("mlp", "linear")
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
 _EVAL_FLOATS = 1 << 25  # activations held at once when scoring (128 MB of float32)
@@ -50,39 +50,6 @@ class ProbeSpec:
     layer: int
     lr: float
     seed: int = 0
-
-
-@dataclass(frozen=True)
-class ProbeSettings:
-    """Architecture and training schedule shared by every probe of one batched run."""
-
-    kind: str = "mlp"
-    hidden: int = 512
-    dropout: float = 0.2
-    batch_size: int = 64
-    max_epochs: int = 100
-    patience: int = 10  # early stopping: epochs without a better validation ROC-AUC
-    lr_factor: float = 0.5  # ReduceLROnPlateau: rate *= factor (1.0: constant rate) ...
-    lr_patience: int = 3  # ... after this many epochs without a gain
-
-    def __post_init__(self):
-        problems = []
-        if self.kind not in KINDS:
-            problems.append(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
-        for name in ("hidden", "batch_size", "max_epochs", "patience"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                problems.append(f"{name} must be a whole number of at least 1, got {value!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if not 0.0 < self.lr_factor <= 1.0:
-            problems.append(f"lr_factor must be in (0, 1], got {self.lr_factor!r}")
-        if not isinstance(self.lr_patience, int) or self.lr_patience < 0:
-            problems.append(
-                f"lr_patience must be a whole number of at least 0, got {self.lr_patience!r}"
-            )
-        if problems:
-            raise ValueError("probe settings: " + "; ".join(problems))
 
 
 @dataclass

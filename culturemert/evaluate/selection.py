@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -18,34 +18,13 @@ import torch
 from culturemert.evaluate.metrics import summarize_seeds, tagging_metrics
 from culturemert.evaluate.probes import (
     WEIGHTED,
-    ProbeSettings,
     ProbeSpec,
     WindowData,
     train_probes,
 )
+from culturemert.evaluate.settings import SelectionConfig
 
 #: MARBLE's constrained-track learning-rate grid.
-DEFAULT_LEARNING_RATES = (5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2)
-
-
-@dataclass(frozen=True)
-class SelectionConfig:
-    """The search space and the probe training schedule."""
-
-    kinds: tuple[str, ...] = ("mlp", "linear")
-    learning_rates: tuple[float, ...] = DEFAULT_LEARNING_RATES
-    seeds: int = 5
-    layers: tuple[int, ...] | None = None  # None: every layer and the learned weighting
-    probe: ProbeSettings = field(default_factory=ProbeSettings)
-    # Bounds memory (weights, Adam moments, best copies per probe). None: 84 on a CPU, where
-    # larger passes gain nothing; a whole probe kind's grid at once on a GPU.
-    probes_per_pass: int | None = None
-
-    def __post_init__(self):
-        if self.seeds < 1 or not self.learning_rates or not self.kinds:
-            raise ValueError("selection needs at least one seed, learning rate and probe kind")
-        if self.probes_per_pass is not None and self.probes_per_pass < 1:
-            raise ValueError(f"probes_per_pass must be at least 1, got {self.probes_per_pass}")
 
 
 @dataclass

@@ -153,7 +153,7 @@ def run_pretrain(settings: PretrainSettings, context: StepContext) -> Path:
 def evaluation_config(protocol: dict[str, Any], context: StepContext | None = None):
     """The :class:`EvaluationConfig` of a step's ``protocol`` (an evaluation config mapping, as
     ``culturemert evaluate --config`` reads), its features cached in the run folder."""
-    from culturemert.evaluate.harness import evaluation_config as from_dict
+    from culturemert.evaluate.settings import evaluation_config as from_dict
 
     config = from_dict(protocol, where="protocol")
     if context is None:
