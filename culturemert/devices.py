@@ -1,9 +1,11 @@
-"""Where heavy work runs: this process's place under torchrun, its default device, batch sizes."""
+"""Where heavy work runs: this process's place under torchrun, its default device, batch sizes,
+how data-loading workers start."""
 
 from __future__ import annotations
 
 import os
 import platform
+import sys
 from pathlib import Path
 
 import torch
@@ -91,3 +93,10 @@ def default_batch_size(device: torch.device, window_seconds: float | None = 30.0
     if device.type == "cuda":
         return 16
     return 1 if window_seconds is None else max(1, min(8, round(30 / window_seconds)))
+
+
+def loader_start_method(workers: int) -> str | None:
+    """How a DataLoader's ``workers`` start: forked on Linux, where that takes milliseconds even
+    inside a spawned pipeline step (which would otherwise spawn each worker and re-import torch
+    in it, 1.5 s a loader); the platform's default elsewhere (forking is unsafe on macOS)."""
+    return "fork" if workers and sys.platform == "linux" else None

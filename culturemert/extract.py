@@ -36,7 +36,7 @@ from culturemert.audio import (
     load_audio,
     normalize_waveform,
 )
-from culturemert.devices import DTYPES, default_batch_size
+from culturemert.devices import DTYPES, default_batch_size, loader_start_method
 from culturemert.embedding import POOLS, Layers, embed_stream
 from culturemert.frames import MIN_SAMPLES, SAMPLE_RATE
 from culturemert.manifest import read_manifest
@@ -180,6 +180,7 @@ def embed_tracks(
         batch_size=None,
         num_workers=workers if paths else 0,
         prefetch_factor=4 if workers and paths else None,
+        multiprocessing_context=loader_start_method(workers if paths else 0),
         pin_memory=device.type == "cuda",  # lets the copy to the GPU run asynchronously
     )
     reasons: dict[int, str] = {}

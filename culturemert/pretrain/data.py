@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from culturemert.audio import AudioError, audio_duration, load_audio
+from culturemert.devices import loader_start_method
 from culturemert.frames import HOP_SAMPLES, SAMPLE_RATE
 from culturemert.manifest import Track, read_manifest
 from culturemert.pretrain.recipe import MixtureConfig
@@ -262,6 +263,7 @@ def crop_loader(
         batch_sampler=RankBatchSampler(batch_size, start, stop, rank, world_size),
         collate_fn=collate,
         num_workers=num_workers,
+        multiprocessing_context=loader_start_method(num_workers),
         pin_memory=torch.cuda.is_available(),
         # Crops do not depend on worker seeds; a private generator keeps the loader from drawing
         # on the global RNG, whose state a resumed run restores exactly.
