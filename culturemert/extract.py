@@ -175,12 +175,13 @@ def embed_tracks(
         raise ValueError(f"workers must be 0 or more, got {workers}")
     encoder = as_encoder(encoder)
     device = encoder.device
+    workers = workers if paths else 0  # no processes to start for nothing
     loader = DataLoader(
         _DecodedTracks([Path(p) for p in paths], settings),
         batch_size=None,
-        num_workers=workers if paths else 0,
-        prefetch_factor=4 if workers and paths else None,
-        multiprocessing_context=loader_start_method(workers if paths else 0),
+        num_workers=workers,
+        prefetch_factor=4 if workers else None,
+        multiprocessing_context=loader_start_method(workers),
         pin_memory=device.type == "cuda",  # lets the copy to the GPU run asynchronously
     )
     reasons: dict[int, str] = {}
