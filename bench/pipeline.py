@@ -1,9 +1,12 @@
-"""Benchmark: a cold pipeline run against re-runs that find their steps cached.
+"""Benchmark: a cold pipeline run against re-runs that find their steps cached, and how
+precise the cold run's claims are.
 
 The shipped demo pipeline, shrunk (10 clips of 2 s per tradition, 2 updates per stage, 2 λ,
 one probe seed), is run three times in one folder: cold (the baseline: every step runs), again
 unchanged (every step cached), and once more after changing only the report's title (one step
-runs). ``--full`` runs the demo as shipped instead.
+runs). ``--full`` runs the demo as shipped instead: its cold time is the demo's, and the width
+of each claim's interval (with its seed and test-track parts) shows whether a change made the
+demo cheaper but vaguer.
 
     .venv/bin/python bench/pipeline.py [--full] [--keep DIR]
 """
@@ -11,6 +14,7 @@ runs). ``--full`` runs the demo as shipped instead.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -39,12 +43,25 @@ def shrink(raw: dict) -> dict:
     return raw
 
 
-def timed_run(raw: dict, out: Path) -> tuple[float, int]:
-    """Wall seconds of one run and how many steps actually ran."""
+def timed_run(raw: dict, out: Path) -> tuple[float, int, int]:
+    """Wall seconds of one run, how many steps actually ran, and how many there are."""
     pipeline = pipeline_from_dict(raw, set(STEP_KINDS))
     start = time.perf_counter()
     outcomes = run_pipeline(pipeline, out, STEP_KINDS, progress=False, log=lambda m: None)
-    return time.perf_counter() - start, sum(o.status == "ran" for o in outcomes)
+    ran = sum(o.status == "ran" for o in outcomes)
+    return time.perf_counter() - start, ran, len(outcomes)
+
+
+def print_claims(claims: list[dict]) -> None:
+    """Each claim's estimate, interval width and its two parts, in points."""
+    print(f"\n{'claim':<44} {'estimate':>8} {'width':>7} {'seeds ±':>8} {'tracks ±':>9}  verdict")
+    for claim in claims:
+        low, high = claim["interval"]
+        parts = claim["half_widths"]
+        print(
+            f"{claim['name']:<44} {claim['estimate']:>+8.1f} {high - low:>7.1f} "
+            f"{parts['seeds']:>8.1f} {parts['tracks']:>9.1f}  {claim['verdict']}"
+        )
 
 
 def main() -> None:
@@ -58,11 +75,12 @@ def main() -> None:
     print(machine_line())
     with tempfile.TemporaryDirectory() as scratch:
         out = args.keep or Path(scratch) / "run"
-        cold, ran_cold = timed_run(raw, out)
-        cached, ran_cached = timed_run(raw, out)
+        cold, ran_cold, steps = timed_run(raw, out)
+        cached, ran_cached, _ = timed_run(raw, out)
         raw["steps"]["report"]["title"] += " (retitled)"
-        one, ran_one = timed_run(raw, out)
-    steps = len(raw["steps"])
+        one, ran_one, _ = timed_run(raw, out)
+        written = out / "report" / "claims.json"
+        claims = json.loads(written.read_text()) if written.is_file() else []
     print(f"{'run':<28} {'steps run':>10} {'seconds':>9} {'× cold':>8}")
     for name, seconds, ran in (
         ("cold (baseline)", cold, ran_cold),
@@ -71,6 +89,8 @@ def main() -> None:
     ):
         print(f"{name:<28} {f'{ran}/{steps}':>10} {seconds:>9.3f} {seconds / cold:>8.4f}")
     print(f"cold / cached: {cold / cached:.0f}×")
+    if claims:
+        print_claims(claims)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,13 @@ from culturemert.pipeline.steps import STEP_KINDS
 #: The step whose product is the report page.
 REPORT_STEP = "report"
 
+#: ``--scale``: overrides of the shipped recipe. ``full`` narrows both parts of every claim's
+#: interval: more pre-training replicas (seeds) and more test clips (tracks).
+SCALES: dict[str, tuple[str, ...]] = {
+    "small": (),
+    "full": ("replicates=5", "steps.corpus.clips_per_tradition=300"),
+}
+
 
 def demo_recipe() -> Path:
     """The shipped demo pipeline (package data, so it is found after ``pip install``)."""

@@ -167,6 +167,7 @@ def test_bad_pipelines_fail_before_anything_runs(tmp_path, change, message):
 REDUCED = """
 seed: 1
 threads: 1
+replicates: 2
 x-tasks: &tasks
   synth-western: "@corpus/western.jsonl"
   synth-makam: "@corpus/makam.jsonl"
@@ -185,6 +186,7 @@ steps:
             codebooks: ["mfcc:4"], max_frames: 2000}
   init:
     kind: encoder
+    replicate: true
     architecture: {hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2,
                    intermediate_size: 32, conv_dim: [8, 8, 8, 8, 8, 8, 8],
                    num_conv_pos_embeddings: 8, num_conv_pos_embedding_groups: 2}
@@ -208,15 +210,30 @@ steps:
                protocol: *protocol}
   eval-merged: {kind: evaluate, encoder: "@merged", name: merged, tasks: *tasks,
                 protocol: *protocol}
-  report: {kind: report, title: Reduced, results: ["@eval-base", "@eval-makam", "@eval-merged"],
-           sweep: "@merged", limits: [Tiny models.]}
+  eval-handcrafted: {kind: evaluate, encoder: "features:mfcc", name: mfcc, tasks: *tasks,
+                     protocol: {window_seconds: null, selection: {kinds: [linear],
+                                learning_rates: [1.0e-2], seeds: 2, probe: {max_epochs: 3}}}}
+  report:
+    kind: report
+    gather: true
+    title: Reduced
+    results: ["@eval-base", "@eval-makam", "@eval-merged", "@eval-handcrafted"]
+    sweeps: ["@merged"]
+    limits: [Tiny models.]
+    claims:
+      - {name: makam CPT improves makam, model: makam, reference: base, tasks: [synth-makam]}
+      - {name: base beats MFCC, model: base, reference: mfcc, tasks: [synth-western, synth-makam],
+         metrics: [roc_auc, map]}
+      - {name: merge keeps makam, model: merged, reference: makam, tasks: [synth-makam],
+         margin: 0.02}
 """
 
 
 def test_reduced_pipeline_end_to_end(tmp_path):
-    """Every kind of step on seconds of audio: the report holds every table and plot, the
-    numbers in it follow from the results files, the merge is task arithmetic at the chosen λ,
-    and a re-run executes nothing."""
+    """Every kind of step on seconds of audio, in two replicas: the report holds every table and
+    plot, its numbers follow from the results files (pooled over replicas), the claims from the
+    saved test predictions, the merge is task arithmetic at the chosen λ, a re-run executes
+    nothing, two jobs give the same bytes and two threads the same verdicts."""
     import base64
     import csv
     import json
@@ -224,18 +241,21 @@ def test_reduced_pipeline_end_to_end(tmp_path):
 
     import yaml
     from safetensors.torch import load_file
+    from sklearn.metrics import roc_auc_score
 
+    from culturemert.evaluate.results import load_predictions
     from culturemert.pipeline.steps import STEP_KINDS
 
     raw = yaml.safe_load(REDUCED)
     pipeline = pipeline_from_dict(raw, set(STEP_KINDS))
     outcomes = run_pipeline(pipeline, tmp_path, STEP_KINDS, progress=False, log=lambda m: None)
     product = {o.name: o.product for o in outcomes}
-    assert product["base"] == tmp_path / "base" / "stages" / "0-western"
-    assert product["only-makam"].name == "1-full"
+    assert product["base.1"] == tmp_path / "base.1" / "stages" / "0-western"
+    assert product["only-makam.2"].name == "1-full"
 
     page = product["report"].read_text()
     for heading in (
+        "Claims and verdicts",
         "ROC-AUC / mAP (%)",
         "Micro-F1 / Macro-F1 (%)",
         "Cross-cultural transfer matrix",
@@ -245,38 +265,59 @@ def test_reduced_pipeline_end_to_end(tmp_path):
     ):
         assert heading in page
     markdown = (tmp_path / "report" / "report.md").read_text()
-    for heading in ("ROC-AUC / mAP (%)", "Micro-F1 / Macro-F1 (%)", "λ sweep", "does not show"):
+    for heading in ("Claims and verdicts", "ROC-AUC / mAP (%)", "λ sweep", "does not show"):
         assert heading in markdown
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    # ROC-AUC and mAP heatmaps, one per-family chart per task, the change heatmap, the sweep.
-    assert len(images) == 2 + 2 + 1 + 1
+    # Claims, ROC-AUC and mAP heatmaps, a per-family chart per task, change heatmap, sweep.
+    assert len(images) == 1 + 2 + 2 + 1 + 1
     assert all(base64.b64decode(data).startswith(b"\x89PNG") for data in images)
 
-    # The change table: makam CPT minus base, in ROC-AUC points, from the results files.
-    results = {name: json.loads(product[f"eval-{name}"].read_text()) for name in ("base", "makam")}
-    expected = 100 * (
-        results["makam"]["tasks"]["synth-makam"]["metrics"]["roc_auc"]["mean"]
-        - results["base"]["tasks"]["synth-makam"]["metrics"]["roc_auc"]["mean"]
-    )
+    # The change table: makam CPT minus base, in ROC-AUC points, the mean over the replicas.
+    def roc_auc(step: str) -> float:
+        results = json.loads(product[step].read_text())
+        return results["tasks"]["synth-makam"]["metrics"]["roc_auc"]["mean"]
+
+    expected = 50 * sum(roc_auc(f"eval-makam.{r}") - roc_auc(f"eval-base.{r}") for r in (1, 2))
     table = markdown.split("### ROC-AUC change from base (points)")[1].strip().splitlines()
     header = [cell.strip() for cell in table[0].strip("|").split("|")]
     row = next(line for line in table if line.startswith("| makam |"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[header.index("synth-makam")] == f"{expected:+.1f}"
 
+    # claims.json: each claim's paired estimate, from the predictions, scored by scikit-learn.
+    claims = {c["name"]: c for c in json.loads((tmp_path / "report" / "claims.json").read_text())}
+    assert set(claims) == {"makam CPT improves makam", "base beats MFCC", "merge keeps makam"}
+    differences = []
+    for r in (1, 2):
+        a, b = (
+            load_predictions(product[f"eval-{m}.{r}"].parent / "predictions.npz")["synth-makam"]
+            for m in ("makam", "base")
+        )
+        assert a.track_ids == b.track_ids
+        both = (a.labels.min(0) == 0) & (a.labels.max(0) == 1)  # tags the averages keep
+        differences.append(
+            roc_auc_score(a.labels[:, both], a.scores[:, both])
+            - roc_auc_score(b.labels[:, both], b.scores[:, both])
+        )
+    claim = claims["makam CPT improves makam"]
+    assert claim["per_replica"] == pytest.approx([100 * d for d in differences], abs=0.006)
+    low, high = claim["interval"]
+    assert low <= claim["estimate"] <= high and claim["replicas"] == 2
+    assert claim["verdict"] in ("supported", "contradicted", "inconclusive")
+
     # The kept merge is base + λ·Σ(model − base) at the λ that scored best on validation.
-    with open(product["merged"] / "sweep.csv", newline="") as handle:
+    with open(product["merged.1"] / "sweep.csv", newline="") as handle:
         sweep = list(csv.DictReader(handle))
     best = max(sweep, key=lambda r: float(r["validation ROC-AUC"]))
     assert best["best"] == "1"
     lam = float(best["lambda"])
     tensors = {
-        name: load_file(path / "model.safetensors")
-        for name, path in (
-            ("base", product["base"]),
-            ("makam", product["only-makam"]),
-            ("hindustani", product["only-hindustani"]),
-            ("merged", product["merged"]),
+        name: load_file(product[step] / "model.safetensors")
+        for name, step in (
+            ("base", "base.1"),
+            ("makam", "only-makam.1"),
+            ("hindustani", "only-hindustani.1"),
+            ("merged", "merged.1"),
         )
     }
     key = "encoder.layers.1.feed_forward.output_dense.weight"
@@ -291,11 +332,84 @@ def test_reduced_pipeline_end_to_end(tmp_path):
     # Two steps at a time, each in its own process: the same bytes.
     parallel = tmp_path / "parallel"
     run_pipeline(pipeline, parallel, STEP_KINDS, jobs=2, progress=False, log=lambda m: None)
-    for file in [*(tmp_path / "only-makam").rglob("*.safetensors"), product["merged"]]:
+    for file in [*(tmp_path / "only-makam.2").rglob("*.safetensors"), product["merged.2"]]:
         file = file / "model.safetensors" if file.is_dir() else file
         assert (parallel / file.relative_to(tmp_path)).read_bytes() == file.read_bytes(), file
-    for step in ("eval-base", "eval-merged"):
+    for step in ("eval-base.1", "eval-merged.2"):
         scores = [
             json.loads((run / step / "results.json").read_text()) for run in (tmp_path, parallel)
         ]
         assert scores[0]["tasks"] == scores[1]["tasks"]
+    assert (parallel / "report" / "claims.json").read_bytes() == (
+        tmp_path / "report" / "claims.json"
+    ).read_bytes()
+
+    # Two torch threads: other float sums, so other weights; the same verdicts.
+    threaded = tmp_path / "threads-2"
+    pipeline = pipeline_from_dict({**raw, "threads": 2}, set(STEP_KINDS))
+    run_pipeline(pipeline, threaded, STEP_KINDS, progress=False, log=lambda m: None)
+    verdicts = {
+        c["name"]: c["verdict"]
+        for c in json.loads((threaded / "report" / "claims.json").read_text())
+    }
+    assert verdicts == {name: c["verdict"] for name, c in claims.items()}
+
+
+def replicated(replicates: int = 2) -> dict:
+    """a → b → c replicated from b; d reads c and a; e gathers every c (and a, run once)."""
+    return {
+        "seed": 3,
+        "replicates": replicates,
+        "steps": {
+            "a": {"kind": "concat", "text": "a"},
+            "b": {"kind": "concat", "text": "b", "replicate": True, "inputs": ["@a"]},
+            "c": {"kind": "concat", "text": "c", "inputs": ["@b/value.txt"]},
+            "d": {"kind": "concat", "text": "d", "inputs": ["@c", "@a"]},
+            "e": {"kind": "concat", "text": "e", "gather": True, "inputs": ["@a", "@c"]},
+        },
+    }
+
+
+def test_replicated_steps_run_once_per_replica_paired_along_their_chain(tmp_path, monkeypatch):
+    seeds: list[int] = []
+    original = runner._reproducible
+
+    def recording(seed, threads):
+        seeds.append(seed)
+        return original(seed, threads)
+
+    monkeypatch.setattr(runner, "_reproducible", recording)
+    outcomes = run(replicated(), tmp_path)
+    names = [o.name for o in outcomes]
+    assert set(names) == {"a", "b.1", "b.2", "c.1", "c.2", "d.1", "d.2", "e"}
+    product = {o.name: o.product for o in outcomes}
+    assert product["d.2"].read_text() == "a+b+c+a+d"  # replica 2 read b.2 → c.2, and a once
+    assert product["e"].read_text() == "a+a+b+c+a+b+c+e"  # a, then c.1 and c.2 in order
+    assert len(set(seeds)) == len(names)  # every replica has a seed of its own
+    # Replicas are outputs of their own: forcing the declared name redoes all of them.
+    again = run(replicated(), tmp_path, force=["c"])
+    ran = {o.name for o in again if o.status == "ran"}
+    assert ran == {"c.1", "c.2", "d.1", "d.2", "e"}
+
+
+def test_one_replicate_is_the_plain_pipeline(tmp_path):
+    outcomes = run(replicated(1), tmp_path)
+    assert [o.name for o in outcomes if o.name.startswith("b")] == ["b"]
+    product = {o.name: o.product for o in outcomes}
+    assert product["e"].read_text() == "a+a+b+c+e"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda raw: raw.update(replicates=0), "replicates must be a positive integer"),
+        (lambda raw: raw["steps"]["b"].update(replicate="yes"), r"steps\.b\.replicate: expected"),
+        (lambda raw: raw["steps"]["b"].update(gather=True), "cannot both replicate and gather"),
+    ],
+)
+def test_bad_replication_fails_before_anything_runs(tmp_path, change, message):
+    raw = replicated()
+    change(raw)
+    with pytest.raises(PipelineError, match=message):
+        run(raw, tmp_path)
+    assert CALLS == []

@@ -28,7 +28,7 @@ from culturemert.evaluate.features import FeatureCache, settings_for
 from culturemert.evaluate.handcrafted import handcrafted_features, is_handcrafted
 from culturemert.evaluate.metrics import bootstrap_roc_auc
 from culturemert.evaluate.probes import WindowData
-from culturemert.evaluate.results import Results, TaskResult
+from culturemert.evaluate.results import Predictions, Results, TaskResult
 from culturemert.evaluate.selection import seed_metrics, select_probe
 from culturemert.evaluate.settings import (
     EvaluationConfig,
@@ -107,8 +107,9 @@ def _split_data(
     cache: FeatureCache,
     max_seconds: float | None,
     log: Callable[[str], None],
-) -> tuple[WindowData, str]:
-    """The split's window features and labels, and the checksum of the tracks embedded."""
+) -> tuple[WindowData, str, list[str]]:
+    """The split's window features and labels, the checksum of the tracks embedded, and their
+    ids."""
     tracks = dataset.split(split)
     if not tracks:
         raise DatasetError(f"{dataset.name}: the {split} split has no tracks with audio")
@@ -118,7 +119,7 @@ def _split_data(
     by_id = {t.track_id: t for t in tracks}
     kept = [by_id[tid] for tid in features.track_ids]
     data = WindowData(features.features, features.track_index, dataset.label_matrix(kept))
-    return data, split_checksum(kept, dataset.vocabulary)
+    return data, split_checksum(kept, dataset.vocabulary), list(features.track_ids)
 
 
 def evaluate_task(
@@ -130,15 +131,16 @@ def evaluate_task(
     device: torch.device | str = "cpu",
     progress: bool = True,
     log: Callable[[str], None] = print,
+    predictions: dict[str, Predictions] | None = None,
 ) -> TaskResult:
     """Select a probe for one dataset on validation (on ``device``); with ``with_test``, score
-    it on test."""
+    it on test (and keep the test predictions in ``predictions[dataset.name]`` if given)."""
     if dataset.missing:
         log(dataset.missing_summary())
     splits = SPLITS if with_test else ("train", "valid")
     limit = audio_limit(dataset, config)
     embedded = {split: _split_data(dataset, split, cache, limit, log) for split in splits}
-    data = {split: features for split, (features, _) in embedded.items()}
+    data = {split: features for split, (features, _, _) in embedded.items()}
     try:
         selection = select_probe(
             data["train"],
@@ -152,7 +154,7 @@ def evaluate_task(
         raise DatasetError(f"{dataset.name}: {error}") from None
     chosen = selection.chosen
     entry: TaskResult = {
-        "split_checksums": {split: checksum for split, (_, checksum) in embedded.items()},
+        "split_checksums": {split: checksum for split, (_, checksum, _) in embedded.items()},
         "selected": {"layer": chosen["layer"], "probe": chosen["kind"], "lr": chosen["lr"]},
     }
     entry["validation"] = {
@@ -170,6 +172,10 @@ def evaluate_task(
         )
         # Seed-averaged predictions, resampled over test tracks: the noise of the split itself.
         entry["roc_auc_interval"] = list(bootstrap_roc_auc(labels, selection.test_scores.mean(0)))
+        if predictions is not None:
+            predictions[dataset.name] = Predictions(
+                embedded["test"][2], labels, selection.test_scores.mean(0), dataset.vocabulary
+            )
     return entry
 
 
@@ -182,13 +188,15 @@ def evaluate_encoder(
     with_test: bool = True,
     progress: bool = True,
     log: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
+    predictions: dict[str, Predictions] | None = None,
 ) -> Results | None:
     """Evaluate ``model`` (a checkpoint folder, a loaded encoder, or ``features:KINDS`` for
     hand-made features) on ``datasets`` (default: ``config.tasks`` under ``config.data_root``),
     with one feature cache and one encoder load: a results dict keyed by dataset name.
 
     Under ``torchrun`` every rank embeds its share of each split and rank 0 trains the probes
-    and returns the results; the other ranks return None.
+    and returns the results; the other ranks return None. ``predictions``, if given, receives
+    each task's seed-averaged test predictions (what paired comparisons of models resample).
     """
     if datasets is None:
         datasets = task_datasets(config.tasks, config.data_root)
@@ -244,6 +252,7 @@ def evaluate_encoder(
             device=device,
             progress=progress,
             log=log,
+            predictions=predictions,
         )
     return results
 

@@ -143,6 +143,27 @@ def macro_roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return auc.sum(-1) / kept.sum(-1)
 
 
+def macro_average_precision(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Macro average precision (mAP) of ``scores [..., tracks, tags]`` against 0/1 ``labels``,
+    batched over leading axes as :func:`macro_roc_auc` is, with the same tags left out.
+
+    Precision at each positive in descending score order, averaged over the positives; tied
+    scores count in sort order (scikit-learn's ``average_precision_score`` groups them, so the
+    two agree exactly when no scores tie, as for continuous probabilities).
+    """
+    scores = scores.double()
+    labels = torch.as_tensor(labels).to(scores.device, torch.float64).expand_as(scores)
+    n = scores.shape[-2]
+    order = scores.transpose(-1, -2).argsort(dim=-1, descending=True, stable=True)
+    truth = labels.transpose(-1, -2).gather(-1, order)  # [..., tags, tracks], best first
+    rank = torch.arange(1, n + 1, device=scores.device, dtype=torch.float64)
+    positives = truth.sum(-1)
+    kept = (positives > 0) & (positives < n)
+    precision_sum = (truth.cumsum(-1) / rank * truth).sum(-1)
+    ap = torch.where(kept, precision_sum / positives.clamp(min=1), 0.0)
+    return ap.sum(-1) / kept.sum(-1)
+
+
 def bootstrap_roc_auc(
     y_true: np.ndarray,
     y_score: np.ndarray,

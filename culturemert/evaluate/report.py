@@ -375,15 +375,16 @@ def write_report(
     *,
     title: str | None = None,
     intro: str = "",
+    lead: Sequence[Section] = (),
     extra: Sequence[Section] = (),
 ) -> tuple[Path, Path]:
     """Write ``report.md``, ``report.html`` and ``report-tables.json`` (every table by its
-    section title) into ``out_dir``; ``extra`` sections follow the evaluation's. Returns the
-    Markdown and HTML paths."""
+    section title) into ``out_dir``; ``lead`` sections come before the evaluation's, ``extra``
+    ones after. Returns the Markdown and HTML paths."""
     if not runs:
         raise ValueError("nothing to report: give at least one results file or the paper numbers")
     out_dir = Path(out_dir)
-    sections = [*report_sections(runs), *extra]
+    sections = [*lead, *report_sections(runs), *extra]
     markdown = write_text(out_dir / "report.md", render_markdown(sections, title, intro))
     page = write_text(
         out_dir / "report.html",

@@ -8,6 +8,7 @@ One JSON object per run; every metric value is a fraction in [0, 1] (reports pri
       "config": {...},                               # evaluation settings (probe grid, seeds...)
       "versions": {"torch": "...", ...},             # library versions of the run
       "runtime": {"device": "cuda:0", "device_name": "...", "threads": 16, "processes": 1},
+      "replica": 2,                                  # optional: which pre-training replica
       "tasks": {
         "makam": {
           "split_checksums": {"train": "<sha256>", "valid": "...", "test": "..."},
@@ -34,10 +35,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TypedDict
+from typing import NamedTuple, TypedDict
 
-from culturemert.atomic import write_text
+import numpy as np
+
+from culturemert.atomic import atomic_path, write_text
 
 METRICS = ("roc_auc", "map", "micro_f1", "macro_f1")
 
@@ -86,6 +90,7 @@ class Results(TypedDict, total=False):
     runtime: dict
     tasks: dict[str, TaskResult]
     source: str
+    replica: int  # which pre-training replica of the model (pipelines with replicates)
 
 
 def validate_results(results: dict, where: str) -> Results:
@@ -125,3 +130,45 @@ def load_results(path: str | os.PathLike) -> Results:
     except json.JSONDecodeError as error:
         raise ResultsError(f"{path}: not valid JSON ({error})") from None
     return validate_results(raw, str(path))
+
+
+class Predictions(NamedTuple):
+    """One task's test split as a probe saw it: track ids, 0/1 labels ``[tracks, tags]`` and
+    seed-averaged probabilities of the same shape."""
+
+    track_ids: Sequence[str]
+    labels: np.ndarray
+    scores: np.ndarray
+    vocabulary: Sequence[str]
+
+
+def save_predictions(path: str | os.PathLike, predictions: dict[str, Predictions]) -> Path:
+    """Write every task's test predictions into one ``.npz`` file, atomically."""
+    arrays = {}
+    for task, entry in predictions.items():
+        arrays[f"{task}/track_ids"] = np.asarray(entry.track_ids, dtype=str)
+        arrays[f"{task}/labels"] = np.asarray(entry.labels, dtype=np.uint8)
+        arrays[f"{task}/scores"] = np.asarray(entry.scores, dtype=np.float32)
+        arrays[f"{task}/vocabulary"] = np.asarray(entry.vocabulary, dtype=str)
+    path = Path(path)
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        np.savez(handle, **arrays)
+    return path
+
+
+def load_predictions(path: str | os.PathLike) -> dict[str, Predictions]:
+    """Read a predictions file written by :func:`save_predictions` (never unpickling)."""
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            tasks = dict.fromkeys(key.rsplit("/", 1)[0] for key in arrays.files)
+            return {
+                task: Predictions(
+                    arrays[f"{task}/track_ids"].tolist(),
+                    arrays[f"{task}/labels"],
+                    arrays[f"{task}/scores"],
+                    arrays[f"{task}/vocabulary"].tolist(),
+                )
+                for task in tasks
+            }
+    except (OSError, ValueError, KeyError) as error:
+        raise ResultsError(f"{path}: not a readable predictions file ({error})") from None

@@ -55,6 +55,7 @@ class StepContext:
     seed: int
     cache: Path  # content-addressed caches shared by the run's steps (e.g. encoder features)
     progress: bool
+    replica: int | None = None  # which run of a replicated step this is (1…N)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,8 @@ def step_keys(pipeline: Pipeline) -> dict[str, str]:
             "threads": pipeline.threads,  # float sums can differ with the thread count
             "version": __version__,
         }
+        if step.replica is not None:  # replicas differ by their seed alone
+            payload["replica"] = step.replica
         text = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
         keys[step.name] = hashlib.sha256(text.encode()).hexdigest()
     return keys
@@ -141,11 +144,11 @@ def run_pipeline(
     a failing step; steps already running are let finish and keep their outputs."""
     run_dir = Path(run_dir)
     force = set(force)
-    unknown = sorted(force - set(pipeline.by_name))
+    names = {name for step in pipeline.steps for name in (step.name, step.declared)}
+    unknown = sorted(force - names)
     if unknown:
-        raise PipelineError(
-            f"--force {unknown[0]}: no such step (steps: {', '.join(pipeline.by_name)})"
-        )
+        steps = ", ".join(dict.fromkeys(step.declared for step in pipeline.steps))
+        raise PipelineError(f"--force {unknown[0]}: no such step (steps: {steps})")
     jobs = jobs or pipeline.jobs
     if jobs < 1:
         raise PipelineError(f"jobs must be a positive integer, got {jobs}")
@@ -239,7 +242,8 @@ def _execute(
     started = time.perf_counter()
     try:
         with atomic_directory(outputs[step.name]) as staging:
-            context = StepContext(step.name, staging, seed, run_dir / ".cache", progress)
+            cache = run_dir / ".cache"
+            context = StepContext(step.name, staging, seed, cache, progress, step.replica)
             config = resolve_references(step.config, products, outputs)
             settings = build_settings(step, config, kind)
             with _reproducible(seed, pipeline.threads):

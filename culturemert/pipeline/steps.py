@@ -219,7 +219,8 @@ def run_merge(settings: MergeSettings, context: StepContext) -> Path:
 @dataclass
 class EvaluateSettings:
     """Probe ``encoder`` on every task (task name → manifest); ``name`` labels it in reports.
-    ``encoder: features:mfcc+chroma`` probes hand-made features instead, as a reference."""
+    ``encoder: features:mfcc+chroma`` probes hand-made features instead, as a reference. The
+    test predictions are kept beside the results (``predictions.npz``) for paired claims."""
 
     encoder: str
     name: str
@@ -233,16 +234,21 @@ class EvaluateSettings:
 def run_evaluate(settings: EvaluateSettings, context: StepContext) -> Path:
     """Evaluate; the product is the results file."""
     from culturemert.evaluate.harness import evaluate_encoder
-    from culturemert.evaluate.results import save_results
+    from culturemert.evaluate.results import save_predictions, save_results
 
+    predictions: dict = {}
     results = evaluate_encoder(
         settings.encoder,
         manifest_datasets(settings.tasks),
         evaluation_config(settings.protocol, context),
         name=settings.name,
         progress=context.progress,
+        predictions=predictions,
     )
     results["config"]["data_root"] = dict(settings.tasks)  # where each task's manifest is
+    if context.replica is not None:
+        results["replica"] = context.replica
+    save_predictions(context.out / "predictions.npz", predictions)  # what claims resample
     return save_results(context.out / "results.json", results)
 
 
