@@ -28,13 +28,16 @@ import numpy as np
 import torch
 from scipy import stats
 
-from culturemert.evaluate.metrics import macro_average_precision, macro_roc_auc
+from culturemert.evaluate.metrics import (
+    macro_average_precision,
+    macro_roc_auc,
+    resampled_metric,
+)
 from culturemert.evaluate.results import Predictions
 
 METRIC_FUNCTIONS = {"roc_auc": macro_roc_auc, "map": macro_average_precision}
 VERDICTS = ("supported", "contradicted", "inconclusive")
 LEVEL = 0.95
-_ELEMENTS = 1 << 20  # resampled scores ranked at once
 
 #: One model's runs: for each replica, its test predictions by task.
 Replicas = Sequence[dict[str, Predictions]]
@@ -116,7 +119,7 @@ def paired_difference(
                 score = METRIC_FUNCTIONS[metric]
                 whole = score(scores_a, labels) - score(scores_b, labels)
                 per_replica[r] += share * float(whole)
-                drawn = _resampled(score, scores_a, labels, rows) - _resampled(
+                drawn = resampled_metric(score, scores_a, labels, rows) - resampled_metric(
                     score, scores_b, labels, rows
                 )
                 resampled += share / len(pairs) * np.nan_to_num(drawn)
@@ -136,18 +139,6 @@ def paired_difference(
         seed_half,
         track_half,
     )
-
-
-def _resampled(score, scores: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor) -> np.ndarray:
-    """``score`` of every resample of tracks (``rows [resamples, tracks]``), a few at a time so
-    memory stays bounded whatever the split's size."""
-    step = max(1, _ELEMENTS // scores.numel())
-    return torch.cat(
-        [
-            score(scores[rows[i : i + step]], labels[rows[i : i + step]])
-            for i in range(0, len(rows), step)
-        ]
-    ).numpy()
 
 
 def _pairs(model: Replicas, reference: Replicas) -> list[tuple[dict, dict]]:

@@ -164,6 +164,20 @@ def macro_average_precision(scores: torch.Tensor, labels: torch.Tensor) -> torch
     return ap.sum(-1) / kept.sum(-1)
 
 
+def resampled_metric(
+    metric, y_score: torch.Tensor, y_true: torch.Tensor, rows: torch.Tensor
+) -> np.ndarray:
+    """``metric`` (e.g. :func:`macro_roc_auc`) of every resample of tracks given as row indices
+    ``rows [resamples, tracks]``, a few resamples at a time so memory stays bounded."""
+    step = max(1, _BOOTSTRAP_ELEMENTS // y_score.numel())
+    return torch.cat(
+        [
+            metric(y_score[rows[i : i + step]], y_true[rows[i : i + step]])
+            for i in range(0, len(rows), step)
+        ]
+    ).numpy()
+
+
 def bootstrap_roc_auc(
     y_true: np.ndarray,
     y_score: np.ndarray,
@@ -180,15 +194,9 @@ def bootstrap_roc_auc(
     few at a time, so memory stays bounded (tens of MB) whatever the split's size.
     """
     y_true, y_score = torch.as_tensor(np.asarray(y_true)), torch.as_tensor(np.asarray(y_score))
-    tracks, tags = y_true.shape
+    tracks = len(y_true)
     rows = torch.from_numpy(np.random.default_rng(seed).integers(0, tracks, (resamples, tracks)))
-    step = max(1, _BOOTSTRAP_ELEMENTS // (tracks * tags))
-    values = torch.cat(
-        [
-            macro_roc_auc(y_score[rows[i : i + step]], y_true[rows[i : i + step]])
-            for i in range(0, resamples, step)
-        ]
-    ).numpy()
+    values = resampled_metric(macro_roc_auc, y_score, y_true, rows)
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(values[~np.isnan(values)], [tail, 100 - tail])
     return float(low), float(high)

@@ -249,8 +249,9 @@ def run_report(settings: ReportSettings, context: StepContext) -> Path:
         )
     if settings.limits:
         extra.append(Section("What this does not show", items=tuple(settings.limits)))
-    lead = [claims_section(claims)] if claims else []
+    lead = []
     if claims:
+        lead.append(claims_section(claims))
         write_text(
             context.out / "claims.json", json.dumps(claims, indent=1, ensure_ascii=False) + "\n"
         )
