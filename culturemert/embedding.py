@@ -1,10 +1,14 @@
-"""Pooled hidden states of waveforms: every layer, pooled over time per window.
+"""Hidden states of waveforms: every layer, pooled over time per window, or frame by frame.
 
 :func:`embed_stream` is the one extraction core. It cuts each waveform into windows, runs
 windows of equal length through the encoder in shared batches (also across waveforms), pools
-each window's frames on the encoder's device and yields each waveform's features in input
-order. :func:`embed` is that core on one waveform; ``culturemert extract`` and the evaluation
-feature cache feed it decoded files (:func:`culturemert.extract.embed_tracks`).
+each window's frames on the encoder's device (or keeps them all, ``pool=None``) and yields each
+waveform's features in input order. :func:`embed` is that core on one waveform; ``culturemert
+extract``, the evaluation feature cache and :mod:`culturemert.hear` feed it.
+
+Frame-level windows start every ``W`` samples (``W`` a multiple of the 320-sample hop) and read
+``W + 80`` samples, so each holds exactly the frames that start inside it: successive windows'
+frames join without gaps or duplicates, and a track gets the frame count of one whole forward.
 """
 
 from __future__ import annotations
@@ -17,10 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from culturemert.frames import MIN_SAMPLES
+from culturemert.frames import HOP_SAMPLES, MIN_SAMPLES, POOLS
 from culturemert.model.encoder import Encoder, as_encoder
 
-POOLS = ("mean", "max", "mean+std")
 Layers = str | int | Sequence[int]
 
 
@@ -37,6 +40,35 @@ def window_bounds(
     return bounds
 
 
+def frame_window(window_seconds: float, sample_rate: int) -> int:
+    """Samples between frame-level windows: ``window_seconds`` rounded to whole hops (≥ one)."""
+    return max(1, round(window_seconds * sample_rate / HOP_SAMPLES)) * HOP_SAMPLES
+
+
+def frame_bounds(n_samples: int, window: int) -> list[tuple[int, int]]:
+    """Frame-level windows: every ``window`` samples (whole hops), each reading ``window + 80``.
+
+    Window ``k`` then holds the frames starting in ``[k·window, (k+1)·window)``, all that fit in
+    the waveform; a tail too short for one frame holds none and is left out.
+    """
+    if window <= 0 or window % HOP_SAMPLES:
+        raise ValueError(
+            f"window must be a positive multiple of {HOP_SAMPLES} samples, got {window}"
+        )
+    reach = window + MIN_SAMPLES - HOP_SAMPLES
+    return [
+        (start, min(start + reach, n_samples))
+        for start in range(0, n_samples, window)
+        if n_samples - start >= MIN_SAMPLES
+    ]
+
+
+def frame_times(n_frames: int, sample_rate: int) -> np.ndarray:
+    """Centre of each encoder frame in seconds: ``(i·320 + 200) / sample_rate``."""
+    starts = np.arange(n_frames, dtype=np.float64) * HOP_SAMPLES
+    return (starts + MIN_SAMPLES / 2) / sample_rate
+
+
 def select_layers(layers: Layers, n_hidden: int) -> list[int]:
     """Indices into ``hidden_states`` for ``"all"``, one index, or a list (negatives count back)."""
     if isinstance(layers, str):
@@ -50,17 +82,25 @@ def select_layers(layers: Layers, n_hidden: int) -> list[int]:
     return [i % n_hidden for i in chosen]
 
 
-def pool_frames(hidden: torch.Tensor, pool: str) -> torch.Tensor:
-    """Pool ``[..., frames, dims]`` over frames in float32: mean, max, or mean and std side by side."""
+def check_pool(pool: str | None) -> None:
+    """Refuse a pooling name that is neither one of :data:`POOLS` nor None (frames)."""
+    if pool is not None and pool not in POOLS:
+        raise ValueError(f"pool must be one of {', '.join(POOLS)} or none, got {pool!r}")
+
+
+def pool_frames(hidden: torch.Tensor, pool: str | None) -> torch.Tensor:
+    """Pool ``[..., frames, dims]`` over frames in float32: mean, max, or mean and std side by
+    side; ``None`` keeps the frames (``[..., frames, dims]``), else one pooled frame."""
+    check_pool(pool)
     hidden = hidden.float()
+    if pool is None:
+        return hidden
     if pool == "mean":
         return hidden.mean(dim=-2)
     if pool == "max":
         return hidden.amax(dim=-2)
-    if pool == "mean+std":
-        std, mean = torch.std_mean(hidden, dim=-2, correction=0)
-        return torch.cat([mean, std], dim=-1)
-    raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
+    std, mean = torch.std_mean(hidden, dim=-2, correction=0)  # mean+std
+    return torch.cat([mean, std], dim=-1)
 
 
 @dataclass
@@ -76,7 +116,7 @@ class _Waveform:
 class _Batcher:
     """Windows grouped by length; a group runs as one batch once full, or when pushed."""
 
-    def __init__(self, encoder: Encoder, layers: Layers, pool: str, batch_size: int):
+    def __init__(self, encoder: Encoder, layers: Layers, pool: str | None, batch_size: int):
         self.encoder, self.layers, self.pool, self.batch_size = encoder, layers, pool, batch_size
         self.groups: dict[int, list[tuple[_Waveform, int, torch.Tensor]]] = {}
         self.chosen: list[int] | None = None
@@ -101,8 +141,10 @@ class _Batcher:
         if self.chosen is None:
             self.chosen = select_layers(self.layers, len(hidden_states))
         pooled = torch.stack([pool_frames(hidden_states[i], self.pool) for i in self.chosen], 1)
+        if self.pool is not None:
+            pooled = pooled.unsqueeze(2)  # one frame per window
         for (owner, position, _), row in zip(batch, pooled.cpu(), strict=True):
-            owner.pooled[position] = row  # [layers, dims]
+            owner.pooled[position] = row  # [layers, frames, dims]
             owner.waiting -= 1
 
     def run_oldest(self, owner: _Waveform) -> None:
@@ -119,7 +161,7 @@ def embed_stream(
     waveforms: Iterable[tuple[Hashable, np.ndarray | torch.Tensor | None]],
     *,
     layers: Layers = "all",
-    pool: str = "mean",
+    pool: str | None = "mean",
     window_seconds: float | None = None,
     drop_last: bool = False,
     batch_size: int = 4,
@@ -127,19 +169,21 @@ def embed_stream(
     """Features of each ``(key, waveform)``, yielded in input order as ``(key, features, error)``.
 
     Waveforms are mono at the encoder's rate. Features are ``[layers, windows, dims]`` with
-    ``window_seconds``, else ``[layers, dims]`` of the whole waveform; a waveform given as None,
-    or too short for one window, yields ``(key, None, reason)``. Only windows of equal length
-    share a batch, because zero-padding changes MERT's features (its first convolution is
-    followed by GroupNorm over time); batching changes their last bits only.
+    ``window_seconds``, else ``[layers, dims]`` of the whole waveform; ``pool=None`` gives every
+    frame, ``[layers, frames, dims]`` (times: :func:`frame_times`), windowed or whole. A waveform
+    given as None, or too short for one window, yields ``(key, None, reason)``. Only windows of
+    equal length share a batch, because zero-padding changes MERT's features (its first
+    convolution is followed by GroupNorm over time); batching changes their last bits only.
     """
-    if pool not in POOLS:
-        raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
+    check_pool(pool)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     encoder = as_encoder(encoder)
-    window = None
-    if window_seconds is not None:
-        window = round(window_seconds * encoder.preprocessing.sample_rate)
+    rate, window = encoder.preprocessing.sample_rate, None
+    if window_seconds is not None and pool is None:
+        window = frame_window(window_seconds, rate)
+    elif window_seconds is not None:
+        window = round(window_seconds * rate)
     device, dtype = encoder.device, encoder.dtype
     batcher = _Batcher(encoder, layers, pool, batch_size)
     in_flight: deque[_Waveform] = deque()
@@ -152,8 +196,9 @@ def embed_stream(
             if done.error is not None:
                 yield done.key, None, done.error
                 continue
-            features = torch.stack(done.pooled, dim=1).numpy()  # [layers, windows, dims]
-            yield done.key, (features if window is not None else features[:, 0]), None
+            features = torch.cat(done.pooled, dim=1).numpy()  # [layers, windows|frames, dims]
+            whole_pooled = window is None and pool is not None
+            yield done.key, (features[:, 0] if whole_pooled else features), None
 
     for key, waveform in waveforms:
         owner = _Waveform(key)
@@ -162,8 +207,10 @@ def embed_stream(
             owner.error = "no waveform"
         else:
             signal = torch.as_tensor(waveform).reshape(-1)
-            bounds = [(0, signal.numel())] if window is None else []
-            if window is not None:
+            bounds = [(0, signal.numel())]
+            if window is not None and pool is None:
+                bounds = frame_bounds(signal.numel(), window)
+            elif window is not None:
                 bounds = window_bounds(signal.numel(), window, drop_last=drop_last)
             if signal.numel() < MIN_SAMPLES:
                 owner.error = f"{signal.numel()} samples; at least {MIN_SAMPLES} needed"
@@ -188,7 +235,7 @@ def embed(
     waveform: np.ndarray | torch.Tensor,
     *,
     layers: Layers = "all",
-    pool: str = "mean",
+    pool: str | None = "mean",
     window_seconds: float | None = None,
     drop_last: bool = False,
     batch_size: int = 4,
@@ -196,7 +243,8 @@ def embed(
     """Pooled hidden states of a mono waveform at the encoder's rate: ``[layers, dims]``.
 
     With ``window_seconds`` the waveform is cut into non-overlapping windows, giving
-    ``[layers, windows, dims]``. The one-waveform case of :func:`embed_stream`.
+    ``[layers, windows, dims]``; ``pool=None`` gives every frame, ``[layers, frames, dims]``.
+    The one-waveform case of :func:`embed_stream`.
     """
     [(_, features, error)] = embed_stream(
         encoder,

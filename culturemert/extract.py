@@ -6,8 +6,9 @@ through :func:`culturemert.embedding.embed_stream` on the encoder's device and d
 :func:`extract_corpus` (``culturemert extract``) and the evaluation feature cache call it.
 
 Output layout of :func:`extract_corpus` under ``out``: ``features/<name>.npy`` (float32
-``[layers, windows, dims]``, or ``[layers, dims]`` for whole tracks), ``index.jsonl`` (one row
-per finished track: its id, audio path, feature file and shape), ``failures.tsv`` (every input
+``[layers, windows, dims]``, or ``[layers, dims]`` for whole tracks; with ``pool: none``
+``[layers, frames, dims]`` and ``timestamps/<name>.npy``, each frame's centre in seconds),
+``index.jsonl`` (one row per finished track: its id, audio path, feature file and shape), ``failures.tsv`` (every input
 that could not be used, with the reason) and ``settings.json``. File names come from track ids
 made safe (:func:`feature_name`), so an id can never point outside ``out``. Under ``torchrun``
 each rank takes every ``world_size``-th track and writes ``index.rank<R>.jsonl`` and
@@ -37,7 +38,7 @@ from culturemert.audio import (
     normalize_waveform,
 )
 from culturemert.devices import DTYPES, default_batch_size, loader_start_method
-from culturemert.embedding import POOLS, Layers, embed_stream
+from culturemert.embedding import POOLS, Layers, embed_stream, frame_times
 from culturemert.frames import MIN_SAMPLES, SAMPLE_RATE
 from culturemert.manifest import read_manifest
 from culturemert.model.encoder import Encoder, as_encoder
@@ -47,6 +48,7 @@ MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
 #: quadratic in their length and lie far beyond MERT's 5 s training crops.
 WINDOW_SECONDS = 30.0
 _NAME_PART = 120  # characters kept of each folder or file name of a track id
+FRAMES = "none"  # the pool setting that keeps every frame
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class ExtractSettings:
 
     dtype: str = "float32"
     layers: Layers = "all"
-    pool: str = "mean"
+    pool: str = "mean"  # or "none": every frame, with its timestamp
     window_seconds: float | None = WINDOW_SECONDS  # None: each track whole
     drop_last: bool = False
     sample_rate: int = SAMPLE_RATE
@@ -66,8 +68,11 @@ class ExtractSettings:
         problems = []
         if self.dtype not in DTYPES:
             problems.append(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.pool not in POOLS:
-            problems.append(f"pool must be one of {', '.join(POOLS)}, got {self.pool!r}")
+        if self.pool not in (*POOLS, FRAMES):
+            choices = ", ".join((*POOLS, FRAMES))
+            problems.append(f"pool must be one of {choices}, got {self.pool!r}")
+        if self.drop_last and self.pool == FRAMES:
+            problems.append("drop_last applies to pooled windows; frames always cover the track")
         for name in ("window_seconds", "max_seconds"):
             value = getattr(self, name)
             if value is not None and not value > 0:
@@ -76,6 +81,11 @@ class ExtractSettings:
             object.__setattr__(self, "layers", list(self.layers))  # a list however given
         if problems:
             raise ValueError("; ".join(problems))
+
+    @property
+    def frame_pool(self) -> str | None:
+        """The pooling :func:`~culturemert.embedding.embed_stream` takes (None: frames)."""
+        return None if self.pool == FRAMES else self.pool
 
 
 @dataclass
@@ -196,7 +206,7 @@ def embed_tracks(
         encoder,
         waveforms(),
         layers=settings.layers,
-        pool=settings.pool,
+        pool=settings.frame_pool,
         window_seconds=settings.window_seconds,
         drop_last=settings.drop_last,
         batch_size=batch_size or default_batch_size(device, settings.window_seconds),
@@ -238,6 +248,7 @@ def extract_corpus(
     _check_settings(out, {"model": model, **asdict(settings)})
     share = items[rank::world_size]
     feature_file = {track_id: out / "features" / f"{names[track_id]}.npy" for track_id, _ in share}
+    times_file = {track_id: out / "timestamps" / f"{names[track_id]}.npy" for track_id, _ in share}
     todo = [item for item in share if not feature_file[item[0]].is_file()]
     report = ExtractReport(skipped=len(share) - len(todo))
     limit = np.inf if settings.max_seconds is None else settings.max_seconds
@@ -257,30 +268,35 @@ def extract_corpus(
         if features is None:
             report.failures.append((str(path), error))
         else:
+            if settings.pool == FRAMES:  # first, so a finished feature file always has its times
+                times = frame_times(features.shape[1], settings.sample_rate)
+                save_npy(times_file[track_id], times)
             save_npy(feature_file[track_id], features)
             report.done += 1
             report.audio_seconds += seconds[position]
         bar.update(round(seconds[position], 1))
     bar.close()
-    _write_index(out, share, feature_file, report, rank, world_size)
+    frames = times_file if settings.pool == FRAMES else {}
+    _write_index(out, share, feature_file, frames, report, rank, world_size)
     return report
 
 
-def _write_index(out, share, feature_file, report, rank, world_size) -> None:
+def _write_index(out, share, feature_file, times_file, report, rank, world_size) -> None:
     suffix = f".rank{rank}" if world_size > 1 else ""
     rows = []
     for track_id, path in share:
         file = feature_file[track_id]
         if file.is_file():
             shape = list(np.load(file, mmap_mode="r").shape)
-            rows.append(
-                {
-                    "track_id": track_id,
-                    "path": str(path),
-                    "features": file.relative_to(out).as_posix(),
-                    "shape": shape,
-                }
-            )
+            row = {
+                "track_id": track_id,
+                "path": str(path),
+                "features": file.relative_to(out).as_posix(),
+                "shape": shape,
+            }
+            if track_id in times_file:
+                row["timestamps"] = times_file[track_id].relative_to(out).as_posix()
+            rows.append(row)
     write_text(out / f"index{suffix}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     failures = "".join(f"{path}\t{reason}\n" for path, reason in report.failures)
     write_text(out / f"failures{suffix}.tsv", "path\treason\n" + failures)

@@ -9,6 +9,8 @@ SAMPLE_RATE = 24000
 MIN_SAMPLES = 400
 #: Total stride of the convolutional front end: one label per 320 samples (75 Hz).
 HOP_SAMPLES = 320
+#: Ways to pool a window's frames into one vector (mean and std side by side for "mean+std").
+POOLS = ("mean", "max", "mean+std")
 
 
 def encoder_frames(num_samples: int) -> int:

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from culturemert.embedding import LayerWeighting, embed, embed_stream, window_bounds
+from culturemert.embedding import (
+    LayerWeighting,
+    embed,
+    embed_stream,
+    frame_bounds,
+    frame_times,
+    window_bounds,
+)
 from culturemert.model import load_encoder
 
 
@@ -78,6 +85,39 @@ def test_stream_batches_across_waveforms_and_keeps_their_order(encoder):
         pieces = [waveform[i : i + 12000] for i in range(0, len(waveform), 12000)]
         expected = np.stack([direct_hidden(encoder, p).mean(axis=1) for p in pieces], axis=1)
         np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_frames_of_one_window_equal_a_whole_forward(encoder):
+    waveform = np.random.default_rng(5).standard_normal(7777).astype(np.float32)
+    frames = embed(encoder, waveform, pool=None)
+    windowed = embed(encoder, waveform, pool=None, window_seconds=1.0)  # longer than the clip
+    hidden = direct_hidden(encoder, waveform)
+    assert frames.shape == hidden.shape == (3, (7777 - 400) // 320 + 1, 32)
+    np.testing.assert_allclose(frames, hidden, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(windowed, hidden, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_samples", [24000, 24000 + 80, 24000 + 399, 24000 + 400, 31234])
+def test_windowed_frames_join_without_gaps_or_duplicates(encoder, n_samples):
+    waveform = np.random.default_rng(n_samples).standard_normal(n_samples).astype(np.float32)
+    # 0.1 s = 2400 samples = 7.5 hops: rounds to 8 hops (2560 samples) between windows.
+    frames = embed(encoder, waveform, pool=None, window_seconds=0.1, batch_size=3)
+    whole = direct_hidden(encoder, waveform)
+    assert frames.shape == whole.shape  # frame count of one whole forward, exactly
+    # Window k reads [2560k, 2560k + 2640): its frames are those of that piece on its own.
+    starts = range(0, n_samples, 2560)
+    pieces = [waveform[s : s + 2640] for s in starts if n_samples - s >= 400]
+    expected = np.concatenate([direct_hidden(encoder, piece) for piece in pieces], axis=1)
+    np.testing.assert_allclose(frames, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_frame_times_are_frame_centres():
+    # Frame i covers samples [320 i, 320 i + 400): its centre is at 320 i + 200.
+    np.testing.assert_allclose(frame_times(3, 24000), [200 / 24000, 520 / 24000, 840 / 24000])
+    assert frame_bounds(1000, 320) == [(0, 400), (320, 720)]  # 640: only 360 samples left
+    assert frame_bounds(1040, 320) == [(0, 400), (320, 720), (640, 1040)]
+    with pytest.raises(ValueError, match="multiple of 320"):
+        frame_bounds(1000, 300)
 
 
 def test_window_bounds_rules():

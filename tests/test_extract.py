@@ -125,7 +125,7 @@ def test_set_overrides_settings_and_bad_values_are_named(
     assert np.load(out / "features" / "c.npy").shape == (2, 3, 32)  # 1.36 s: 3 windows, 2 layers
     assert json.loads((out / "settings.json").read_text())["layers"] == [0, 2]
     assert main([*args, "--set", "pool=median"]) == 2
-    assert "extract settings: pool must be one of mean, max, mean+std, got 'median'" in (
+    assert "extract settings: pool must be one of mean, max, mean+std, none, got 'median'" in (
         capsys.readouterr().err
     )
 
@@ -187,3 +187,19 @@ def test_manifest_input_and_rank_shares(tiny_encoder_dir, corpus, tmp_path):
         for r in (0, 1)
     ]
     assert shares == [["first", "third"], ["second"]]
+
+
+def test_frame_level_extraction_writes_every_frame_with_its_time(tiny_encoder_dir, tmp_path):
+    root = tmp_path / "clips"
+    root.mkdir()
+    sf.write(root / "a.wav", 0.3 * np.random.default_rng(3).standard_normal(30000), 24000)
+    out = tmp_path / "frames"
+    args = ["extract", str(tiny_encoder_dir), str(root), "--out", str(out), "--pool", "none"]
+    assert main([*args, "--window-seconds", "0.3", "--layers", "0,2"]) == 0
+    [row] = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    features, times = np.load(out / row["features"]), np.load(out / row["timestamps"])
+    # One whole forward gives floor((30000 - 400) / 320) + 1 = 93 frames, centred at 320 i + 200.
+    assert features.shape == tuple(row["shape"]) == (2, 93, 32)
+    np.testing.assert_allclose(times, (320 * np.arange(93) + 200) / 24000, rtol=0, atol=1e-12)
+    bad = main([*args, "--drop-last", "--out", str(tmp_path / "other")])
+    assert bad == 2

@@ -21,7 +21,7 @@ def add_parser(subparsers) -> None:
     """Register the ``extract`` subcommand."""
     parser = subparsers.add_parser(
         "extract",
-        help="embed audio with an encoder (all layers, pooled over time per window)",
+        help="embed audio with an encoder (all layers, pooled over time per window, or frames)",
         description="Embed every track of a folder (recursively) or a CSV/JSONL manifest with a "
         "path column. Writes OUT/features/<track>.npy, OUT/index.jsonl and OUT/failures.tsv; "
         "re-running skips finished tracks. Under torchrun each rank takes its share.",
@@ -30,7 +30,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("input", help="folder of audio files, or a .jsonl/.csv/.tsv manifest")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--layers", type=_layers, default="all", help="'all' or e.g. 4,8,12")
-    parser.add_argument("--pool", choices=["mean", "max", "mean+std"], default="mean")
+    parser.add_argument(
+        "--pool",
+        choices=["mean", "max", "mean+std", "none"],
+        default="mean",
+        help="pooling over each window's frames; 'none' keeps every frame ([layers, frames, "
+        "dims], 75 per second) and writes their times to OUT/timestamps/<track>.npy",
+    )
     parser.add_argument(
         "--window-seconds",
         type=_window,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from culturemert.config import ConfigError, apply_override, config_from_dict, read_yaml
+from culturemert.frames import POOLS
 
 KINDS = ("mlp", "linear")
 DEFAULT_LEARNING_RATES = (5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2)
@@ -92,6 +93,10 @@ class EvaluationConfig:
     # the numbers agree across devices to rounding (see bench/gpu.py for the measured gaps).
     device: str | None = None
     workers: int = 1  # audio-decoding processes ahead of the encoder
+
+    def __post_init__(self):
+        if self.pool not in POOLS:  # probes read one vector per window
+            raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {self.pool!r}")
 
 
 def evaluation_config(
