@@ -204,3 +204,13 @@ def test_cli_check_prints_each_stage_and_bad_overrides_fail_cleanly(
     assert "replay 20%" in " ".join(line)
     assert main(["pretrain", str(recipe), "--set", "stages.0.crop_seconds=-1"]) == 1
     assert "stages.0.crop_seconds" in capsys.readouterr().err
+
+
+def test_files_only_ffmpeg_reads_give_their_crop(tmp_path):
+    from test_audio_formats import flac_reference, music, write_with_pyav
+
+    samples = music(24000, 2.0, 2)
+    path = write_with_pyav(tmp_path / "clip.m4a", samples, 24000, "alac")  # lossless
+    crop, start = read_crop(str(path), 0.5, 12000)
+    expected = flac_reference(tmp_path, samples, 24000, 24000)[start : start + 12000]
+    np.testing.assert_allclose(crop, expected, atol=1e-6)

@@ -136,23 +136,25 @@ def label_slice(codes: np.ndarray, start: int, length: int) -> np.ndarray:
 def read_crop(path: str, start_fraction: float, crop_samples: int) -> tuple[np.ndarray, int]:
     """A mono float32 crop of ``crop_samples`` at 24 kHz and its start sample.
 
-    The start is ``start_fraction`` of the way through the valid start positions. Files at
-    24 kHz are read in place; others are decoded whole and resampled first (slow for long
-    tracks: resample corpora to 24 kHz once, as MERT's manifests do).
+    The start is ``start_fraction`` of the way through the valid start positions. Files that
+    libsndfile reads at 24 kHz are read in place; others (other rates, formats only FFmpeg
+    reads) are decoded whole and resampled first (slow for long tracks: convert corpora to
+    24 kHz FLAC once, as MERT's manifests do).
     """
     try:
         info = sf.info(path)
-    except (sf.LibsndfileError, RuntimeError, OSError) as error:
-        raise AudioError(path, f"cannot decode audio ({error})") from None
-    if info.samplerate != SAMPLE_RATE:
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        info = None  # load_audio tries FFmpeg, and names both decoders if it fails too
+    in_place = info is not None and info.samplerate == SAMPLE_RATE
+    if in_place:
+        total = info.frames
+    else:
         waveform = load_audio(path, SAMPLE_RATE)
         total = waveform.shape[0]
-    else:
-        total = info.frames
     if total < crop_samples:
         raise AudioError(path, f"shorter than one crop ({total} < {crop_samples} samples)")
     start = int(start_fraction * (total - crop_samples + 1))
-    if info.samplerate != SAMPLE_RATE:
+    if not in_place:
         return waveform[start : start + crop_samples], start
     try:
         data, _ = sf.read(path, start=start, frames=crop_samples, dtype="float32", always_2d=True)
