@@ -14,7 +14,18 @@ import sys
 
 from culturemert import __version__
 
-COMMANDS = ["demo", "run", "synth", "extract", "targets", "pretrain", "merge", "evaluate", "report"]
+COMMANDS = [
+    "demo",
+    "run",
+    "synth",
+    "extract",
+    "targets",
+    "pretrain",
+    "convert",
+    "merge",
+    "evaluate",
+    "report",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -109,15 +110,21 @@ def load_encoder(
     config = hubert_config_from_dict(json.loads(config_file.read_text()), where=str(config_file))
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    model, info = HubertModel.from_pretrained(
-        directory,
-        config=config,
-        attn_implementation=attn_implementation,
-        dtype=dtype or torch.float32,
-        weights_only=True,
-        local_files_only=True,
-        output_loading_info=True,
-    )
+    _check_pickled_weights(directory)
+    try:
+        model, info = HubertModel.from_pretrained(
+            directory,
+            config=config,
+            attn_implementation=attn_implementation,
+            dtype=dtype or torch.float32,
+            weights_only=True,
+            local_files_only=True,
+            output_loading_info=True,
+        )
+    except pickle.UnpicklingError as error:  # torch's weights_only refusal, as one line
+        from culturemert.model.safe_pickle import first_reason
+
+        raise EncoderLoadError(f"{directory}: weights refused: {first_reason(error)}") from None
     # masked_spec_embed only matters for pre-training; every other tensor must be present.
     missing = sorted(k for k in info["missing_keys"] if k != "masked_spec_embed")
     problems = missing + sorted(info["unexpected_keys"]) + [str(m) for m in info["mismatched_keys"]]
@@ -130,6 +137,20 @@ def load_encoder(
     if device is not None:
         model.to(device)
     return model.eval()
+
+
+def _check_pickled_weights(directory: Path) -> None:
+    """Refuse a ``pytorch_model.bin`` naming any global beyond tensors before it is unpickled
+    (``weights_only`` refuses it too, but with a traceback rather than the global's name)."""
+    if any((directory / name).is_file() for name in WEIGHT_FILES[:2]):
+        return  # transformers reads the safetensors weights
+    weights = directory / "pytorch_model.bin"
+    from culturemert.model.safe_pickle import RefusedPickleError, check_weights_only
+
+    try:
+        check_weights_only(weights)
+    except RefusedPickleError as error:
+        raise EncoderLoadError(str(error)) from None
 
 
 def save_encoder(

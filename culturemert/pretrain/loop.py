@@ -29,8 +29,9 @@ from transformers import HubertConfig, HubertModel
 
 from culturemert.atomic import write_text
 from culturemert.frames import SAMPLE_RATE
-from culturemert.model import open_encoder, save_encoder
+from culturemert.model import save_encoder
 from culturemert.model.checkpoint import Preprocessing
+from culturemert.model.fairseq import is_fairseq_checkpoint
 from culturemert.pretrain.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from culturemert.pretrain.data import (
     CropDataset,
@@ -53,6 +54,7 @@ from culturemert.pretrain.recipe import (
     recipe_to_dict,
 )
 from culturemert.pretrain.schedule import learning_rate
+from culturemert.pretrain.warm_start import load_heads, open_start
 from culturemert.teachers.targets import TargetSet, load_targets
 
 log = logging.getLogger(__name__)
@@ -152,9 +154,10 @@ def plan_stages(recipe: Recipe, world_size: int) -> tuple[list[StagePlan], Targe
 
 
 def build_objective(recipe: Recipe) -> tuple[PretrainingObjective, Preprocessing]:
-    """The objective around the starting encoder: a Hugging Face folder or one of our checkpoints."""
+    """The objective around the starting encoder: a Hugging Face folder (with the heads stored
+    beside it, if any), a fairseq checkpoint with its heads, or one of our checkpoints."""
     init = Path(recipe.init)
-    if init.is_file():
+    if init.is_file() and not is_fairseq_checkpoint(init):
         saved = read_checkpoint(init)
         encoder = HubertModel(HubertConfig.from_dict(saved["encoder_config"]))
         objective = PretrainingObjective(encoder, recipe.objective)
@@ -167,9 +170,11 @@ def build_objective(recipe: Recipe) -> tuple[PretrainingObjective, Preprocessing
             ) from None
         preprocessing = Preprocessing(**saved["preprocessing"])
     else:
-        encoder = open_encoder(init)
+        encoder, heads = open_start(init)
         preprocessing = encoder.preprocessing
         objective = PretrainingObjective(encoder.module, recipe.objective)
+        if heads is not None:  # heads trained with the encoder (MERT's), not random ones
+            load_heads(objective, heads, where=f"init: {init}")
     if preprocessing.sample_rate != SAMPLE_RATE:
         raise RunError(
             f"init: {init} expects {preprocessing.sample_rate} Hz audio; MERT's objective and "
