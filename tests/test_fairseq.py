@@ -30,6 +30,7 @@ from culturemert.cli import main
 from culturemert.manifest import read_manifest
 from culturemert.model import load_encoder
 from culturemert.model.fairseq import convert_fairseq_checkpoint
+from culturemert.model.safe_pickle import may_stand_in
 from culturemert.pretrain import loop
 from culturemert.pretrain.objective import PretrainingObjective
 from culturemert.pretrain.recipe import recipe_from_dict
@@ -293,6 +294,24 @@ def test_a_pickled_call_is_refused_by_name_and_never_runs(tmp_path, capsys):
     assert f"refused to load global '{os.system.__module__}.system'" in error
     assert str(source) in error
     assert not marker.exists() and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "inert"),
+    [
+        ("omegaconf.dictconfig.DictConfig", True),
+        ("fairseq.dataclass.configs.FairseqConfig", True),
+        ("my_user_dir.tasks.mert_pretraining.MERTPretrainingConfig", True),
+        ("argparse.Namespace", True),
+        ("typing.Any", True),
+        ("posix.system", False),
+        ("builtins.eval", False),
+        ("subprocess.Popen", False),
+        ("torch.nn.modules.linear.Linear", False),
+    ],
+)
+def test_only_config_classes_load_as_stand_ins(name, inert):
+    assert may_stand_in(name) is inert
 
 
 def test_extract_refuses_a_pickled_call_in_pytorch_model_bin(tmp_path, capsys):

@@ -68,8 +68,12 @@ def stand_in(full_name: str) -> type[StandIn]:
 
 def may_stand_in(full_name: str) -> bool:
     """Whether a pickled global is a config class (or value type) that loads as a stand-in."""
-    module = full_name.split(".", 1)[0]
-    return full_name in _STAND_IN_NAMES or full_name in _PLAIN_TYPES or module in _STAND_IN_MODULES
+    module, name = full_name.split(".", 1)[0], full_name.rsplit(".", 1)[-1]
+    if full_name in _STAND_IN_NAMES or full_name in _PLAIN_TYPES or module in _STAND_IN_MODULES:
+        return True
+    # fairseq imports a --user-dir under the folder's own name: its dataclass configs (MERT's
+    # MERTConfig, MERTPretrainingConfig) can live in any module. A stand-in runs nothing.
+    return name.endswith("Config") and name.isidentifier()
 
 
 def unsafe_globals(path: str | os.PathLike) -> list[str]:
