@@ -70,6 +70,7 @@ def test_save_roundtrip_loads_in_plain_transformers(tmp_path, tiny_encoder_dir):
     model = encoder.module
     out = save_encoder(encoder, tmp_path / "saved")
     assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
         "config.json",
         "model.safetensors",
         "preprocessor_config.json",

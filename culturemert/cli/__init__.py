@@ -25,6 +25,8 @@ COMMANDS = [
     "merge",
     "evaluate",
     "report",
+    "card",
+    "push",
 ]
 
 

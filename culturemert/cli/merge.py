@@ -79,6 +79,16 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--metric", default="score", help="name of the score in the table")
     parser.add_argument("--minimize", action="store_true", help="lower scores are better")
+    parser.add_argument(
+        "--license",
+        metavar="ID",
+        help="licence for the card when the inputs' cards name none (e.g. cc-by-nc-4.0)",
+    )
+    parser.add_argument(
+        "--allow-non-finite",
+        action="store_true",
+        help="merge input tensors holding NaN or infinity with a warning instead of refusing",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_set_option(parser, "density=0.3")
     parser.set_defaults(run=run)
@@ -120,7 +130,13 @@ def run(args: argparse.Namespace) -> int:
         recipe = recipe_from_dict(raw, changes, where=args.recipe or "command line")
         started = time.perf_counter()
         if not args.sweep:
-            out = merge_checkpoints(recipe, args.out, progress=not args.quiet)
+            out = merge_checkpoints(
+                recipe,
+                args.out,
+                license=args.license,
+                allow_non_finite=args.allow_non_finite,
+                progress=not args.quiet,
+            )
             print(
                 f"merged {len(recipe.models)} models by {recipe.method} into {out} "
                 f"in {time.perf_counter() - started:.1f} s"
@@ -142,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
             metric=args.metric,
             maximize=not args.minimize,
             progress=not args.quiet,
+            license=args.license,
+            allow_non_finite=args.allow_non_finite,
         )
     except (MergeInputError, EncoderLoadError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

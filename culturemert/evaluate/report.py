@@ -284,6 +284,15 @@ def markdown_report(runs: Sequence[Results]) -> str:
     return render_markdown(report_sections(runs, images=False))
 
 
+def card_section(runs: Sequence[Results]) -> tuple[str, str]:
+    """A model card's "Evaluation" section: the paper's two tables for ``runs``, and notes."""
+    intro = (
+        "Probing with `culturemert evaluate` (frozen encoder, probe selected on validation; "
+        "test-split values in %, mean ± std over seeds), in the CultureMERT paper's tables."
+    )
+    return "Evaluation", f"{intro}\n\n{markdown_report(runs).strip()}"
+
+
 def figure_png(figure) -> str:
     """A matplotlib figure as base64 PNG data."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -1,14 +1,11 @@
-"""The model card (README.md) of a merged encoder: what was merged, from what, with what."""
+"""What a merged encoder's card says: what was merged, from what, with what settings."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import safetensors
-import torch
-
-from culturemert import __version__
 from culturemert.merge.recipe import MergeRecipe, recipe_yaml
+from culturemert.model.card import EncoderCard, lineage
 
 _DESCRIPTIONS = {
     "task_arithmetic": "task arithmetic: θ = θ_base + Σ_i λ_i·w_i·(θ_i − θ_base)",
@@ -20,37 +17,45 @@ _DESCRIPTIONS = {
 }
 
 
-def model_card(recipe: MergeRecipe, inputs: list[tuple[str, Path, str, str]], extra: str) -> str:
-    """Markdown card; ``inputs`` rows are (role, directory, weight file name, sha256)."""
+def merge_card(
+    recipe: MergeRecipe,
+    inputs: list[tuple[str, Path, str, str]],
+    *,
+    license: str | None = None,
+    extra: str = "",
+) -> EncoderCard:
+    """The card of a merge; ``inputs`` rows are (role, directory, weight file name, sha256).
+
+    ``base_model`` is the recipe's base (when a hub id) and the licence the inputs' cards name,
+    as for the released CultureMERT-TA-95M; ``extra`` Markdown ends the card's making.
+    """
     description = _DESCRIPTIONS[recipe.method].format(**recipe.to_dict())
+    weight_norm = (
+        "in effective-weight space (g·v/‖v‖, split back into g and v)"
+        if recipe.weight_norm == "effective"
+        else "as raw g and v tensors"
+    )
     rows = "\n".join(
         f"| {role} | `{directory}` | `{file}` | `{digest}` |"
         for role, directory, file, digest in inputs
     )
-    return f"""---
-library_name: transformers
-tags: [audio, music, merge, culturemert]
----
-
-# Merged encoder
-
-Made by `culturemert merge` ({description}). Weight-normed convolutions were merged
-{"in effective-weight space (g·v/‖v‖, split back into g and v)" if recipe.weight_norm == "effective" else "as raw g and v tensors"};
-non-encoder tensors: {recipe.non_encoder}. Loads with `transformers.HubertModel.from_pretrained`.
-
-## Recipe
-
-```yaml
-{recipe_yaml(recipe).rstrip()}
-```
-
-## Inputs
-
-| role | source | file | sha256 |
-| --- | --- | --- | --- |
-{rows}
-
-## Software
-
-culturemert {__version__}, torch {torch.__version__}, safetensors {safetensors.__version__}
-{extra}"""
+    summary = (
+        f"Made by `culturemert merge` ({description}). Weight-normed convolutions were merged "
+        f"{weight_norm}; non-encoder tensors: {recipe.non_encoder}."
+    )
+    sections = [
+        ("Recipe", f"```yaml\n{recipe_yaml(recipe).rstrip()}\n```"),
+        (
+            "Inputs",
+            f"| role | source | file | sha256 |\n| --- | --- | --- | --- |\n{rows}",
+        ),
+    ]
+    if extra.strip():
+        sections[-1] = ("Inputs", f"{sections[-1][1]}\n\n{extra.strip()}")
+    return EncoderCard(
+        title="Merged encoder",
+        summary=summary,
+        lineage=lineage(recipe.base, inputs=recipe.models, license=license),
+        tags=("merge", recipe.method),
+        sections=tuple(sections),
+    )

@@ -15,7 +15,7 @@ import shutil
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -23,7 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from culturemert.atomic import atomic_directory
-from culturemert.merge.card import model_card
+from culturemert.merge.card import merge_card
 from culturemert.merge.methods import (
     METHODS,
     MergeOptions,
@@ -41,6 +41,8 @@ from culturemert.merge.weights import (
     sha256_file,
     write_safetensors,
 )
+from culturemert.model.card import write_card
+from culturemert.model.finite import check_finite
 
 # Tensors of HubertModel's encoder proper; anything else (masked_spec_embed, pre-training heads
 # such as final_proj or label_embs_concat) follows the recipe's non-encoder policy.
@@ -86,6 +88,21 @@ class MergeInputs:
     models: tuple[WeightSource, ...]
     base_config: dict
     units: tuple[Unit, ...]
+    # (input, tensor) pairs already checked for NaN and infinity: global TIES and λ sweeps read
+    # each tensor several times, and a tensor allowed through is logged only once.
+    checked: set[tuple[int, str]] = field(default_factory=set, compare=False)
+
+    def read(self, source: WeightSource, name: str, allow_non_finite: bool) -> Tensor:
+        """One input tensor, refused (or, when allowed, logged once) if it holds NaN or infinity."""
+        index = next((i for i, model in enumerate(self.models) if model is source), -1)
+        tensor = source.read(name)
+        if (index, name) not in self.checked:
+            role = "base" if index < 0 else f"models[{index}]"
+            where = source.files[0] if len(source.files) == 1 else source.directory
+            hint = " (--allow-non-finite, allow_non_finite=True, merges them anyway)"
+            check_finite(name, tensor, f"{role} {where}", allow=allow_non_finite, hint=hint)
+            self.checked.add((index, name))
+        return tensor
 
 
 def open_inputs(recipe: MergeRecipe) -> MergeInputs:
@@ -133,13 +150,18 @@ def merge_checkpoints(
     *,
     inputs: MergeInputs | None = None,
     card_extra: str = "",
+    license: str | None = None,
+    allow_non_finite: bool = False,
     progress: bool = True,
 ) -> Path:
     """Merge ``recipe.models`` onto ``recipe.base`` into the Hugging Face-layout directory ``out``.
 
     ``out`` gets ``config.json`` (HubertModel), ``preprocessor_config.json`` (from the base),
-    ``model.safetensors`` and a ``README.md`` card with the recipe and the inputs' sha256.
-    ``inputs`` reuses already opened inputs (a λ sweep); ``card_extra`` is appended to the card.
+    ``model.safetensors`` and a ``README.md`` card with the recipe, the inputs' sha256 and the
+    licence their cards name (``license`` when they name none). ``inputs`` reuses already
+    opened inputs (a λ sweep); ``card_extra`` is added to the card. An input tensor holding NaN
+    or infinity stops the merge with nothing written, unless ``allow_non_finite`` (then it is
+    logged and merged).
     """
     out = Path(out)
     inputs = inputs or open_inputs(recipe)
@@ -153,19 +175,24 @@ def merge_checkpoints(
     try:
         options = recipe.options()
         if trims_by_magnitude(recipe.method, options) and recipe.scope == "global":
-            options = replace(options, thresholds=_global_thresholds(recipe, inputs, progress))
-        tensors = _merged_tensors(recipe, options, inputs, progress)
+            thresholds = _global_thresholds(recipe, inputs, allow_non_finite, progress)
+            options = replace(options, thresholds=thresholds)
+        tensors = _merged_tensors(recipe, options, inputs, allow_non_finite, progress)
         with atomic_directory(out) as staging:
             layout = _output_layout(inputs, recipe)
             write_safetensors(staging / "model.safetensors", layout, tensors)
-            _write_metadata(staging, recipe, inputs, hashes, card_extra)
+            _write_metadata(staging, recipe, inputs, hashes, card_extra, license)
     finally:
         hasher.shutdown(wait=False, cancel_futures=True)
     return out
 
 
 def _merged_tensors(
-    recipe: MergeRecipe, options: MergeOptions, inputs: MergeInputs, progress: bool
+    recipe: MergeRecipe,
+    options: MergeOptions,
+    inputs: MergeInputs,
+    allow_non_finite: bool,
+    progress: bool,
 ) -> Iterator[tuple[str, Tensor]]:
     """Every output tensor in layout order, computed one unit at a time."""
     method = METHODS[recipe.method]
@@ -177,18 +204,18 @@ def _merged_tensors(
     ) as bar:
         for unit in kept:
             if unit.action == "merge":
-                base, models = _read_unit(inputs, unit)
+                base, models = _read_unit(inputs, unit, allow_non_finite)
                 merged = method(base, models, replace(options, seed=_unit_seed(recipe, unit)))
                 tensors = _unfold(unit, merged) if unit.folded else [merged]
             else:
-                tensors = [inputs.base.read(name) for name in unit.names]
+                tensors = [inputs.read(inputs.base, name, allow_non_finite) for name in unit.names]
             for name, tensor in zip(unit.names, tensors, strict=True):
                 yield name, tensor.to(dtypes[name])
             bar.update(sum(inputs.base.tensors[name].numel for name in unit.names))
 
 
 def _global_thresholds(
-    recipe: MergeRecipe, inputs: MergeInputs, progress: bool
+    recipe: MergeRecipe, inputs: MergeInputs, allow_non_finite: bool, progress: bool
 ) -> tuple[float, ...]:
     """Per-model |τ| cut-offs keeping the top ``density`` of all merged entries (TIES paper)."""
     merged = [unit for unit in inputs.units if unit.action == "merge"]
@@ -198,7 +225,7 @@ def _global_thresholds(
 
     def stream() -> Iterator[list[Tensor]]:
         for unit in tqdm(merged, desc=next(passes), unit="tensor", disable=not progress):
-            base, models = _read_unit(inputs, unit)
+            base, models = _read_unit(inputs, unit, allow_non_finite)
             unit_options = replace(options, seed=_unit_seed(recipe, unit))
             yield trimmed_vectors(recipe.method, base, models, unit_options)
 
@@ -206,14 +233,17 @@ def _global_thresholds(
     return kth_largest_magnitudes(stream, ks)
 
 
-def _read_unit(inputs: MergeInputs, unit: Unit) -> tuple[Tensor, list[Tensor]]:
+def _read_unit(
+    inputs: MergeInputs, unit: Unit, allow_non_finite: bool
+) -> tuple[Tensor, list[Tensor]]:
     """The unit's base tensor and model tensors in float32 (weight-normed convs folded to w)."""
 
     def read(source: WeightSource) -> Tensor:
+        tensors = [inputs.read(source, name, allow_non_finite).float() for name in unit.names]
         if unit.folded:
-            gain, direction = (source.read(name).float() for name in unit.names)
+            gain, direction = tensors
             return torch._weight_norm(direction, gain, WEIGHT_NORM_DIM)
-        return source.read(unit.names[0]).float()
+        return tensors[0]
 
     return read(inputs.base), [read(source) for source in inputs.models]
 
@@ -311,6 +341,7 @@ def _write_metadata(
     inputs: MergeInputs,
     hashes: dict[Path, Future[str]],
     card_extra: str,
+    license: str | None,
 ) -> None:
     """config.json for plain HubertModel, the base's preprocessing, and the model card."""
     from culturemert.model import hubert_config_from_dict, read_preprocessing
@@ -329,10 +360,10 @@ def _write_metadata(
     else:
         text = json.dumps(preprocessing.to_hf_dict(), indent=2) + "\n"
         (staging / "preprocessor_config.json").write_text(text)
-    roles = [("base", inputs.base)] + [(f"model {i + 1}", m) for i, m in enumerate(inputs.models)]
+    roles = [("base", inputs.base)] + [(f"models[{i}]", m) for i, m in enumerate(inputs.models)]
     rows = [
         (role, source.directory, file.name, hashes[file].result())
         for role, source in roles
         for file in source.files
     ]
-    (staging / "README.md").write_text(model_card(recipe, rows, card_extra))
+    write_card(staging, merge_card(recipe, rows, license=license, extra=card_extra))

@@ -67,11 +67,14 @@ def sweep_lambda(
     metric: str = "score",
     maximize: bool = True,
     progress: bool = True,
+    license: str | None = None,
+    allow_non_finite: bool = False,
 ) -> SweepResult:
     """Merge at every λ, score each with ``scorer(model_dir)``, and keep the best merge in ``out``.
 
     Only the best merge so far stays on disk. ``out`` also gets ``sweep.csv``, ``sweep.md`` and
     ``sweep.png`` (``metric`` against λ), and its model card ends with the sweep table.
+    ``license`` and ``allow_non_finite`` are :func:`~culturemert.merge.engine.merge_checkpoints`'s.
     """
     if not lambdas:
         raise ValueError("an empty λ grid")
@@ -85,7 +88,14 @@ def sweep_lambda(
             tqdm(lambdas, desc="λ sweep", unit="merge", disable=not progress)
         ):
             merged = candidates / str(index)
-            merge_checkpoints(replace(recipe, lam=lam), merged, inputs=inputs, progress=progress)
+            merge_checkpoints(
+                replace(recipe, lam=lam),
+                merged,
+                inputs=inputs,
+                license=license,
+                allow_non_finite=allow_non_finite,
+                progress=progress,
+            )
             scores.append(float(scorer(merged)))
             if index == 0 or _rank(scores[-1], maximize) > _rank(scores[best], maximize):
                 if index > 0:

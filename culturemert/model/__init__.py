@@ -1,6 +1,7 @@
 """Encoders: MERT ↔ HuBERT config mapping, checkpoint load/save in Hugging Face layout, and the
 encoder value (module + preprocessing) the library passes around."""
 
+from culturemert.model.card import EncoderCard, Lineage
 from culturemert.model.checkpoint import (
     EncoderLoadError,
     Preprocessing,
@@ -14,10 +15,14 @@ from culturemert.model.config import (
     mert_config_dict,
 )
 from culturemert.model.encoder import Encoder, as_encoder, open_encoder
+from culturemert.model.finite import NonFiniteWeightsError
 
 __all__ = [
     "Encoder",
+    "EncoderCard",
     "EncoderLoadError",
+    "Lineage",
+    "NonFiniteWeightsError",
     "Preprocessing",
     "UnsupportedCheckpointError",
     "as_encoder",

@@ -18,10 +18,12 @@ from culturemert.model.config import hubert_config_from_dict
 if TYPE_CHECKING:  # the modeling code is slow to import; tools that never build a model skip it
     from transformers import HubertModel
 
+    from culturemert.model.card import EncoderCard
     from culturemert.model.encoder import Encoder
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-_HUB_PATTERNS = ["config.json", "preprocessor_config.json", "*.safetensors", "*.json", "*.bin"]
+# README.md: the card whose licence the encoders made from this one inherit.
+_HUB_PATTERNS = ["*.safetensors", "*.json", "*.bin", "README.md"]
 
 
 class EncoderLoadError(OSError):
@@ -54,8 +56,7 @@ def resolve_source(source: str | os.PathLike) -> Path:
     if path.is_dir():
         return path
     text = str(source)
-    looks_like_hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~"))
-    if not looks_like_hub_id:
+    if hub_id(source) is None:
         raise EncoderLoadError(f"{text}: no such directory (expected a Hugging Face-layout folder)")
     from huggingface_hub import snapshot_download
 
@@ -67,6 +68,14 @@ def resolve_source(source: str | os.PathLike) -> Path:
             f"{error}). If you are offline, download it elsewhere (e.g. `hf download {text} "
             "--local-dir DIR`), copy DIR here, and pass DIR instead of the hub id."
         ) from error
+
+
+def hub_id(source: str | os.PathLike) -> str | None:
+    """``source`` as a Hub repository id (``org/name``) when it names no local path, else None."""
+    text = str(source)
+    if Path(text).expanduser().exists():
+        return None
+    return text if text.count("/") == 1 and not text.startswith((".", "/", "~")) else None
 
 
 def read_preprocessing(
@@ -158,19 +167,34 @@ def save_encoder(
     directory: str | os.PathLike,
     *,
     preprocessing: Preprocessing | None = None,
+    card: EncoderCard | None = None,
+    allow_non_finite: bool = False,
 ) -> Path:
-    """Write ``config.json``, ``model.safetensors`` and ``preprocessor_config.json`` atomically.
+    """Write ``config.json``, ``model.safetensors``, ``preprocessor_config.json`` and a
+    ``README.md`` model card atomically.
 
     ``preprocessing`` defaults to an :class:`Encoder`'s own, else to the config's sample rate
-    without normalisation. The result loads with :func:`load_encoder` and with plain ``HubertModel.from_pretrained``.
+    without normalisation. ``card`` says what the caller knows (lineage, licence, how the
+    weights were made); without it the card states only what the weights are. Tensors holding
+    NaN or infinity are refused before anything is written, unless ``allow_non_finite``
+    (then each is logged). The result loads with :func:`load_encoder` and with plain
+    ``HubertModel.from_pretrained``.
     """
     directory = Path(directory)
-    from culturemert.model.encoder import Encoder  # it builds on this module
+    from culturemert.model.card import write_card  # it builds on this module
+    from culturemert.model.encoder import Encoder
+    from culturemert.model.finite import check_state_finite
 
     if isinstance(model, Encoder):
         model, preprocessing = model.module, preprocessing or model.preprocessing
     if preprocessing is None:
         preprocessing = Preprocessing(int(getattr(model.config, "sample_rate", SAMPLE_RATE)))
+    check_state_finite(
+        model.state_dict().items(),
+        f"model to save as {directory}",
+        allow=allow_non_finite,
+        hint=" (allow_non_finite=True writes them anyway)",
+    )
     with atomic_directory(directory) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         config_file = staging / "config.json"
@@ -181,4 +205,13 @@ def save_encoder(
         (staging / "preprocessor_config.json").write_text(
             json.dumps(preprocessing.to_hf_dict(), indent=2) + "\n"
         )
+        write_card(staging, card or _default_card(model))
     return directory
+
+
+def _default_card(model: HubertModel) -> EncoderCard:
+    """A card for weights saved without one: the licence of the folder they were loaded from."""
+    from culturemert.model.card import EncoderCard, lineage
+
+    origin = getattr(model, "name_or_path", "")
+    return EncoderCard(lineage=lineage(origin if origin and Path(origin).is_dir() else None))

@@ -29,9 +29,10 @@ from transformers import HubertConfig, HubertModel
 
 from culturemert.atomic import write_text
 from culturemert.frames import SAMPLE_RATE
-from culturemert.model import save_encoder
+from culturemert.model import EncoderCard, save_encoder
 from culturemert.model.checkpoint import Preprocessing
 from culturemert.model.fairseq import is_fairseq_checkpoint
+from culturemert.pretrain.card import stage_card
 from culturemert.pretrain.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from culturemert.pretrain.data import (
     CropDataset,
@@ -229,7 +230,8 @@ def train(
         start = position[1] if restore else 0
         model = _train_stage(context, plan, offsets[plan.index], start, restore)
         directory = out_dir / "stages" / f"{plan.index}-{plan.config.name}"
-        exported.append(_export(context, model, directory))
+        card = stage_card(recipe, [p.sources for p in plans[: plan.index + 1]])
+        exported.append(_export(context, model, directory, card))
     return exported
 
 
@@ -424,8 +426,11 @@ def _checkpoint_state(
     }
 
 
-def _export(context: _RunContext, model: torch.nn.Module, directory: Path) -> Path:
-    """Write the encoder in Hugging Face layout (loads with load_encoder and transformers)."""
+def _export(
+    context: _RunContext, model: torch.nn.Module, directory: Path, card: EncoderCard
+) -> Path:
+    """Write the encoder in Hugging Face layout with its card (loads with load_encoder and
+    transformers)."""
     fabric = context.fabric
     gather: Any = nullcontext()
     if isinstance(fabric.strategy, FSDPStrategy):  # gather the sharded weights on rank 0
@@ -436,6 +441,7 @@ def _export(context: _RunContext, model: torch.nn.Module, directory: Path) -> Pa
         )
     with gather:
         if fabric.global_rank == 0:
-            save_encoder(context.objective.encoder, directory, preprocessing=context.preprocessing)
+            encoder = context.objective.encoder
+            save_encoder(encoder, directory, preprocessing=context.preprocessing, card=card)
     fabric.barrier()
     return directory
