@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     from culturemert.manifest import ManifestError
-    from culturemert.model import EncoderLoadError
+    from culturemert.model import EncoderLoadError, NonFiniteWeightsError
     from culturemert.pretrain.data import DataError
     from culturemert.pretrain.loop import NonFiniteLossError, RunError, plan_stages, train
     from culturemert.pretrain.recipe import RecipeError, load_recipe
@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         EncoderLoadError,
         RunError,
         NonFiniteLossError,
+        NonFiniteWeightsError,
     ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
