@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from culturemert.cli.options import add_set_option, overrides
+from culturemert.cli.options import add_logger_option, add_set_option, overrides
 
 
 def _names(text: str) -> list[str]:
@@ -59,7 +60,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="comma-separated: lyra,makam,hindustani,carnatic,fma,mtat,generic,...",
     )
     parser.add_argument("--data-root", default=None, help="folder holding one folder per task")
-    parser.add_argument("--out", default="results.json", help="results file (default: %(default)s)")
+    parser.add_argument(
+        "--out",
+        default="results.json",
+        help="results file (default: %(default)s); a table of each task's selected probe and "
+        "scores goes beside it as CSV (results.csv)",
+    )
     parser.add_argument(
         "--cache",
         default=None,
@@ -109,6 +115,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_set_option(parser, "selection.probe.hidden=256")
     parser.add_argument("--name", default=None, help="model name shown in reports")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_logger_option(parser, "the results file's folder, logs/")
     parser.set_defaults(run=run)
 
 
@@ -146,13 +153,18 @@ def run(args: argparse.Namespace) -> int:
     from culturemert.evaluate.datasets import DatasetError
     from culturemert.evaluate.harness import evaluate_encoder
     from culturemert.evaluate.report import markdown_report
-    from culturemert.evaluate.results import save_results
+    from culturemert.evaluate.results import logged_values, save_results, save_task_table
+    from culturemert.loggers import log_hyperparams, opened_loggers, require_loggers
     from culturemert.model import EncoderLoadError
 
+    out = Path(args.out)
     try:
         config = evaluation_settings(args)
         device = resolve_device(config.device)
-    except ValueError as error:  # a bad config value, or no such device
+        loggers = require_loggers(args.loggers or ())
+        if out.suffix == ".csv":  # the task table's own name
+            raise ValueError(f"--out {out}: name the results JSON file, e.g. results.json")
+    except ValueError as error:  # a bad config value, no such device, a logger not installed
         print(f"evaluate: {error}", file=sys.stderr)
         return 2
     if warning := slow_dtype_warning(device, config.dtype):
@@ -166,7 +178,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if results is None:  # a rank other than 0 under torchrun: its share is embedded
         return 0
-    path = save_results(args.out, results)
+    path = save_results(out, results)
+    table = save_task_table(out.with_suffix(".csv"), results)
+    with opened_loggers(loggers, out.parent, version=out.stem) as running:  # rank 0 only
+        log_hyperparams(running, *logged_values(results), step=0)
     print(markdown_report([results]))
-    print(f"wrote {path}")
+    print(f"wrote {path} and {table}")
     return 0

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from culturemert.cli.options import add_set_option, overrides
+from culturemert.cli.options import add_logger_option, add_set_option, overrides
 
 
 def add_parser(subparsers) -> None:
@@ -90,6 +90,7 @@ def add_parser(subparsers) -> None:
         help="merge input tensors holding NaN or infinity with a warning instead of refusing",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_logger_option(parser, "OUT/logs, with --sweep")
     add_set_option(parser, "density=0.3")
     parser.set_defaults(run=run)
 
@@ -115,6 +116,7 @@ _RECIPE_FLAGS = (
 def run(args: argparse.Namespace) -> int:
     """Build the recipe, merge (or sweep λ), and print where the result is."""
     from culturemert.config import read_yaml
+    from culturemert.loggers import require_loggers
     from culturemert.merge import MergeInputError, merge_checkpoints, recipe_from_dict
     from culturemert.merge.sweep import parse_grid, resolve_scorer, sweep_lambda
     from culturemert.model import EncoderLoadError
@@ -128,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
         if not ({"base", "models"} <= set(raw) | {c.split("=")[0] for c in changes}):
             raise MergeInputError("give --base and --models, or a --recipe that has them")
         recipe = recipe_from_dict(raw, changes, where=args.recipe or "command line")
+        loggers = require_loggers(args.loggers or ())
+        if loggers and not args.sweep:
+            raise MergeInputError("--logger records a --sweep; a single merge has nothing to log")
         started = time.perf_counter()
         if not args.sweep:
             out = merge_checkpoints(
@@ -158,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
             metric=args.metric,
             maximize=not args.minimize,
             progress=not args.quiet,
+            loggers=loggers,
             license=args.license,
             allow_non_finite=args.allow_non_finite,
         )

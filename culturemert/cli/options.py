@@ -19,6 +19,19 @@ def add_set_option(parser: argparse.ArgumentParser, example: str) -> None:
     )
 
 
+def add_logger_option(parser: argparse.ArgumentParser, where: str) -> None:
+    """Register the repeatable ``--logger tensorboard|wandb`` (also a comma list)."""
+    parser.add_argument(
+        "--logger",
+        dest="loggers",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help=f"also log to tensorboard or wandb, under {where} (repeatable or a comma list; "
+        "the CSV is always written)",
+    )
+
+
 def add_pipeline_options(parser: argparse.ArgumentParser, example: str) -> None:
     """Register what ``run`` and ``demo`` share: ``--force``, ``--jobs``, ``--quiet``, ``--set``."""
     parser.add_argument(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from culturemert.cli.options import add_set_option
+from culturemert.cli.options import add_logger_option, add_set_option
 
 
 def add_parser(subparsers) -> None:
@@ -39,6 +40,7 @@ def add_parser(subparsers) -> None:
         choices=["32", "bf16-mixed", "16-mixed"],
         help="numeric precision (engine.precision)",
     )
+    add_logger_option(parser, "OUT/logs (engine.loggers)")
     parser.add_argument(
         "--check",
         action="store_true",
@@ -51,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the recipe with its overrides, then check it or train."""
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
+    from culturemert.loggers import LoggerError, logger_names, require_loggers
     from culturemert.manifest import ManifestError
     from culturemert.model import EncoderLoadError, NonFiniteWeightsError
     from culturemert.pretrain.data import DataError
@@ -65,7 +68,10 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"engine.precision={args.precision}")
     out = args.out or Path("runs") / args.recipe.stem
     try:
+        if args.loggers is not None:
+            overrides.append(f"engine.loggers={json.dumps(logger_names(args.loggers))}")
         recipe = load_recipe(args.recipe, overrides)
+        require_loggers(recipe.engine.loggers, "--logger" if args.loggers else "engine.loggers")
         if args.check:
             plans, _ = plan_stages(
                 recipe, world_size=recipe.engine.devices * recipe.engine.num_nodes
@@ -75,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         exported = train(recipe, out, resume=args.resume)
     except (
         RecipeError,
+        LoggerError,
         DataError,
         TargetsError,
         ManifestError,

@@ -33,11 +33,12 @@ One JSON object per run; every metric value is a fraction in [0, 1] (reports pri
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 import numpy as np
 
@@ -118,6 +119,52 @@ def save_results(path: str | os.PathLike, results: Results) -> Path:
     """Validate and write a results file atomically."""
     validate_results(results, str(path))
     return write_text(path, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+
+
+def task_rows(results: Results) -> list[dict[str, Any]]:
+    """One row per task: the selected probe, its validation ROC-AUC, and each test metric's
+    mean and std over seeds (blank where the run has none)."""
+    rows = []
+    for task, entry in results["tasks"].items():
+        selected = entry.get("selected", {})
+        validation = entry.get("validation", {}).get("roc_auc", {})
+        row: dict[str, Any] = {
+            "task": task,
+            "layer": selected.get("layer", ""),
+            "probe": selected.get("probe", ""),
+            "lr": selected.get("lr", ""),
+            "validation_roc_auc": validation.get("mean", ""),
+        }
+        for metric in METRICS:
+            summary = entry.get("metrics", {}).get(metric, {})
+            row[metric] = summary.get("mean", "")
+            std = summary.get("std")
+            row[f"{metric}_std"] = "" if std is None else std
+        rows.append(row)
+    return rows
+
+
+def logged_values(results: Results) -> tuple[dict[str, Any], dict[str, float]]:
+    """What experiment loggers record of a run: the model and each task's selected probe as
+    hyperparameters, each task's validation and test numbers as ``TASK/COLUMN`` metrics."""
+    params: dict[str, Any] = {"model": results["model"]}
+    metrics: dict[str, float] = {}
+    for row in task_rows(results):
+        task = row.pop("task")
+        for key in ("layer", "probe", "lr"):
+            params[f"{task}/{key}"] = row.pop(key)
+        metrics.update({f"{task}/{key}": value for key, value in row.items() if value != ""})
+    return params, metrics
+
+
+def save_task_table(path: str | os.PathLike, results: Results) -> Path:
+    """Write :func:`task_rows` as CSV, atomically."""
+    rows = task_rows(results)
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]) if rows else ["task"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return Path(path)
 
 
 def load_results(path: str | os.PathLike) -> Results:

@@ -14,6 +14,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from culturemert.atomic import atomic_directory
+from culturemert.loggers import log_metrics, opened_loggers
 from culturemert.merge.engine import merge_checkpoints, open_inputs
 from culturemert.merge.recipe import MergeRecipe
 
@@ -67,19 +68,26 @@ def sweep_lambda(
     metric: str = "score",
     maximize: bool = True,
     progress: bool = True,
+    loggers: Sequence[str] = (),
     license: str | None = None,
     allow_non_finite: bool = False,
 ) -> SweepResult:
     """Merge at every λ, score each with ``scorer(model_dir)``, and keep the best merge in ``out``.
 
     Only the best merge so far stays on disk. ``out`` also gets ``sweep.csv``, ``sweep.md`` and
-    ``sweep.png`` (``metric`` against λ), and its model card ends with the sweep table.
-    ``license`` and ``allow_non_finite`` are :func:`~culturemert.merge.engine.merge_checkpoints`'s.
+    ``sweep.png`` (``metric`` against λ), and its model card ends with the sweep table. The
+    ``loggers`` named (tensorboard, wandb) get λ and ``metric`` per candidate under ``out/logs``,
+    the candidate's position as the step. ``license`` and ``allow_non_finite`` are
+    :func:`~culturemert.merge.engine.merge_checkpoints`'s.
     """
     if not lambdas:
         raise ValueError("an empty λ grid")
     inputs = open_inputs(recipe)
-    with atomic_directory(out) as staging:
+    # The loggers close (their files whole) before the staging folder becomes ``out``.
+    with (
+        atomic_directory(out) as staging,
+        opened_loggers(loggers, staging, name=Path(out).name) as running,
+    ):
         # Candidates are named by position, not by λ: two λ that print alike stay apart.
         candidates = staging / ".candidates"
         scores: list[float] = []
@@ -97,6 +105,7 @@ def sweep_lambda(
                 progress=progress,
             )
             scores.append(float(scorer(merged)))
+            log_metrics(running, {"lambda": lam, metric: scores[-1]}, step=index)
             if index == 0 or _rank(scores[-1], maximize) > _rank(scores[best], maximize):
                 if index > 0:
                     shutil.rmtree(candidates / str(best))

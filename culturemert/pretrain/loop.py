@@ -219,7 +219,10 @@ def train(
         out_dir.mkdir(parents=True, exist_ok=True)
         write_text(out_dir / "recipe.yaml", yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
         metrics = MetricsLog(
-            out_dir, resume_after=offsets[position[0]] + position[1] if resume else None
+            out_dir,
+            resume_after=offsets[position[0]] + position[1] if resume else None,
+            loggers=recipe.engine.loggers,
+            hparams=recipe_to_dict(recipe),
         )
     context = _RunContext(
         fabric, recipe, objective, preprocessing, targets, checkpoint_path, metrics, progress
@@ -232,6 +235,8 @@ def train(
         directory = out_dir / "stages" / f"{plan.index}-{plan.config.name}"
         card = stage_card(recipe, [p.sources for p in plans[: plan.index + 1]])
         exported.append(_export(context, model, directory, card))
+    if metrics is not None:
+        metrics.close()
     return exported
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from culturemert.config import ConfigError, config_from_dict, read_yaml, to_dict
 from culturemert.frames import MIN_SAMPLES, SAMPLE_RATE
+from culturemert.loggers import LoggerError, logger_names
 from culturemert.pretrain.objective import ObjectiveConfig
 from culturemert.pretrain.schedule import DECAY_SHAPES, SCHEDULE_KINDS, ScheduleConfig
 
@@ -100,6 +101,7 @@ class EngineConfig:
     num_nodes: int = 1
     strategy: str = "auto"  # auto, ddp or fsdp
     precision: str = "32"  # 32, bf16-mixed or 16-mixed
+    loggers: list[str] = field(default_factory=list)  # tensorboard, wandb (metrics.csv always)
 
 
 @dataclass
@@ -164,6 +166,10 @@ def _validate(recipe: Recipe) -> None:
     _check(engine.strategy in STRATEGIES, "engine.strategy", f"use one of {', '.join(STRATEGIES)}")
     _check(engine.devices >= 1, "engine.devices", "must be ≥ 1")
     _check(engine.num_nodes >= 1, "engine.num_nodes", "must be ≥ 1")
+    try:
+        logger_names(engine.loggers, "engine.loggers")
+    except LoggerError as error:
+        raise RecipeError(str(error)) from None
     names = [stage.name for stage in recipe.stages]
     for index, stage in enumerate(recipe.stages):
         _validate_stage(stage, f"stages.{index}", recipe)
