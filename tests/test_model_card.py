@@ -164,6 +164,12 @@ def test_card_command_sets_a_licence_and_writes_a_fresh_card(tiny_encoder_dir, t
     meta = metadata_load(folder / "README.md")
     assert meta["license"] == "mit" and meta["base_model"] == "m-a-p/MERT-v1-95M"
     assert meta["library_name"] == "transformers"
+    plain = shutil.copytree(tiny_encoder_dir, tmp_path / "plain")
+    (plain / "README.md").write_text("# An encoder\n\nNotes kept as they are.\n")
+    assert main(["card", str(plain)]) == 0
+    card = ModelCard.load(plain / "README.md")
+    assert card.data.library_name == "transformers" and "culturemert" in card.data.tags
+    assert card.text.strip() == "# An encoder\n\nNotes kept as they are."
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
         code = main(["card", str(folder), "--results", str(tmp_path / "missing.json")])

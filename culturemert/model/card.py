@@ -182,16 +182,21 @@ def load_card(directory: str | os.PathLike) -> ModelCard:
     file = Path(directory) / CARD_FILE
     if not file.is_file():
         raise CardError(f"{file}: no model card (write one with `culturemert card {directory}`)")
-    try:
-        card = ModelCard.load(file)
-    except (OSError, ValueError, yaml.YAMLError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CardError(f"{file}: not a readable model card ({reason})") from None
+    card = _read_card(file)
     missing = [key for key in ("library_name", "license") if not card.data.get(key)]
     if missing:
         hint = f"; {_SET_LICENCE}" if "license" in missing else ""
         raise CardError(f"{file}: the card's metadata has no {' or '.join(missing)}{hint}")
     return card
+
+
+def _read_card(file: Path) -> ModelCard:
+    try:
+        return ModelCard.load(file)
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        lines = str(error).strip().splitlines()
+        reason = lines[0] if lines else type(error).__name__
+        raise CardError(f"{file}: not a readable model card ({reason})") from None
 
 
 def split_sections(text: str) -> tuple[str, list[tuple[str, str]]]:
@@ -238,13 +243,11 @@ def revise_card(
         )
         card = ModelCard(render_card(fresh))
     else:
-        try:
-            card = ModelCard.load(directory / CARD_FILE)
-        except (OSError, ValueError, yaml.YAMLError) as error:
-            raise CardError(
-                f"{directory / CARD_FILE}: not a readable model card ({error})"
-            ) from None
+        card = _read_card(directory / CARD_FILE)
     head, kept = split_sections(card.text)
+    # A card written elsewhere (or without front matter) still gets what the Hub needs.
+    card.data.library_name = card.data.library_name or "transformers"
+    card.data.tags = list(dict.fromkeys([*(card.data.tags or []), *TAGS]))
     if license:
         card.data.license = license
         sections = [(LICENCE_SECTION, f"{license}, as set by hand."), *sections]
