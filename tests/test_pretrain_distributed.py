@@ -51,7 +51,12 @@ def runs(tmp_path_factory, tiny_encoder_dir) -> dict:
     plan = {
         "probes": str(root / "probes"),
         "runs": [
-            {"name": "unbroken", "recipe": str(recipe), "out": str(root / "unbroken"), "args": DDP},
+            {
+                "name": "unbroken",
+                "recipe": str(recipe),
+                "out": str(root / "unbroken"),
+                "args": [*DDP, "--logger", "tensorboard"],
+            },
             {
                 "name": "killed",
                 "recipe": str(recipe),
@@ -114,6 +119,7 @@ def test_only_rank_zero_writes_and_the_logged_loss_is_finite(runs):
         assert probes[name, 1]["written"] == [], f"rank 1 wrote files in run {name}"
     written = set(probes["unbroken", 0]["written"])
     assert {"metrics.csv", "recipe.yaml", "checkpoints/last.ckpt", "stages/1-full"} <= written
+    assert any(path.startswith("logs/tensorboard/events.out.tfevents.") for path in written)
     rows = read_rows(root / "unbroken")
     assert [int(r["global_step"]) for r in rows] == [1, 2, 3, 4, 5]
     assert all(math.isfinite(float(r["loss"])) for r in rows)
