@@ -47,8 +47,8 @@ def require_loggers(names: Iterable[str], where: str = "--logger") -> tuple[str,
     for name in names:
         if not any(_importable(module) for module in _MODULES[name]):
             raise LoggerError(
-                f"{where}: the {name} logger needs {' or '.join(_MODULES[name])}, which is not "
-                f"installed; install it with: {_INSTALL[name]}"
+                f"{where}: the {name} logger needs {' or '.join(_MODULES[name])} (not installed); "
+                f"install it with: {_INSTALL[name]}"
             )
     return names
 
