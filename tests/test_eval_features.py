@@ -104,8 +104,8 @@ def test_audio_hashes_follow_size_and_modification_time(tracks, tmp_path, monkey
     store = tmp_path / "hashes.json"
     before = audio_fingerprint(tracks, AudioHashes(store))
     hashed = []
-    original = fingerprints.hash_file
-    monkeypatch.setattr(fingerprints, "hash_file", lambda p: hashed.append(p) or original(p))
+    original = fingerprints.sha256_file
+    monkeypatch.setattr(fingerprints, "sha256_file", lambda p: hashed.append(p) or original(p))
     assert audio_fingerprint(tracks, AudioHashes(store)) == before and hashed == []
     path = tracks[0].path
     os.utime(path, (AN_HOUR_AGO + 1, AN_HOUR_AGO + 1))  # touched, same content: same key

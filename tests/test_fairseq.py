@@ -8,6 +8,7 @@ fairseq's class names by a pickler that writes those names without importing eit
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import pickle
 import re
@@ -20,6 +21,7 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import random_state_dict, reference_hubert_config, tiny_mert_config, write_checkpoint
+from huggingface_hub import ModelCard
 from pretrain_corpus import ToneTeacher, corpus_recipe, stage
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -276,6 +278,19 @@ def test_convert_gives_the_same_encoder_and_heads(tmp_path, pre_ln, style, capsy
         facts = handle.metadata()
     assert facts["codebook_sizes"] == "[8, 8]" and facts["cqt_bins"] == "84"
     assert facts["labels"] == '["encodec_0", "encodec_1"]'
+
+
+def test_the_converted_folder_has_a_hub_card_naming_its_source(tmp_path):
+    source = tmp_path / "MERT-v1-95M_fairseq.pt"
+    write_fairseq_checkpoint(source)
+    out = tmp_path / "converted"
+    flags = ["--license", "cc-by-nc-4.0", "--base-model", "m-a-p/MERT-v1-95M"]
+    assert main(["convert", str(source), "--out", str(out), *flags]) == 0
+    card = ModelCard.load(out / "README.md")
+    assert card.data.license == "cc-by-nc-4.0"
+    assert card.data.base_model == "m-a-p/MERT-v1-95M"
+    assert card.data.library_name == "transformers"
+    assert hashlib.sha256(source.read_bytes()).hexdigest() in card.text
 
 
 def test_a_pickled_call_is_refused_by_name_and_never_runs(tmp_path, capsys):

@@ -29,6 +29,8 @@ def add_parser(subparsers) -> None:
         default=None,
         help="write the encoder alone (settings key heads)",
     )
+    parser.add_argument("--license", help="licence for the card, e.g. cc-by-nc-4.0 (MERT's)")
+    parser.add_argument("--base-model", help="the Hub repo the checkpoint came from (for the card)")
     add_set_option(parser, "heads=false")
     parser.set_defaults(run=run)
 
@@ -43,12 +45,15 @@ def run(args: argparse.Namespace) -> int:
         settings = config_from_dict(
             ConvertSettings,
             {},
-            overrides({"heads": args.heads}, args.overrides),
+            overrides(
+                {"heads": args.heads, "license": args.license, "base_model": args.base_model},
+                args.overrides,
+            ),
             where="convert settings",
         )
         if not args.checkpoint.is_file():
             raise EncoderLoadError(f"{args.checkpoint}: no such file")
-        converted = convert_fairseq_checkpoint(args.checkpoint, args.out, heads=settings.heads)
+        converted = convert_fairseq_checkpoint(args.checkpoint, args.out, settings)
     except (ConfigError, EncoderLoadError) as error:
         print(f"convert: {error}", file=sys.stderr)
         return 2

@@ -17,22 +17,13 @@ from pathlib import Path
 import torch
 
 from culturemert.atomic import write_text
+from culturemert.digests import sha256_file
 from culturemert.manifest import Track
 
 _HASHED_SUFFIXES = (".json", ".safetensors", ".bin")
-_CHUNK = 1 << 20
 # A file changed again within its modification-time tick would keep its time: hashes of files
 # this recent are not remembered (git's "racy" rule).
 _RACY_SECONDS = 2.0
-
-
-def hash_file(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def encoder_fingerprint(source: str | os.PathLike | torch.nn.Module) -> str:
@@ -53,7 +44,7 @@ def encoder_fingerprint(source: str | os.PathLike | torch.nn.Module) -> str:
         raise FileNotFoundError(f"{folder}: no config or weight files to fingerprint")
     for path in files:
         digest.update(path.name.encode())
-        digest.update(hash_file(path).encode())
+        digest.update(sha256_file(path).encode())
     return digest.hexdigest()
 
 
@@ -88,7 +79,7 @@ class AudioHashes:
         known = self._known.get(key)
         if known is not None and known[:2] == [stat.st_size, stat.st_mtime_ns]:
             return known[2]
-        value = hash_file(key)
+        value = sha256_file(key)
         entry = [stat.st_size, stat.st_mtime_ns, value]
         self._known[key] = entry
         if time.time() - stat.st_mtime_ns / 1e9 > _RACY_SECONDS:

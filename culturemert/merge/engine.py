@@ -37,8 +37,8 @@ from culturemert.merge.weights import (
     MergeInputError,
     TensorInfo,
     WeightSource,
+    memoised_sha256,
     open_weights,
-    sha256_file,
     write_safetensors,
 )
 from culturemert.model.card import write_card
@@ -168,7 +168,7 @@ def merge_checkpoints(
     # Hash on a second thread while merging: hashing costs about as much as merging.
     hasher = ThreadPoolExecutor(max_workers=1)
     hashes = {
-        file: hasher.submit(sha256_file, file)
+        file: hasher.submit(memoised_sha256, file)
         for source in (inputs.base, *inputs.models)
         for file in source.files
     }

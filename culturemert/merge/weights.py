@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import struct
@@ -14,6 +13,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from culturemert.digests import sha256_file
 
 # Old torch.nn.utils.weight_norm names and the parametrization names that replaced them.
 _WEIGHT_NORM_ALIASES = {
@@ -211,16 +212,13 @@ def write_safetensors(
         raise ValueError(f"{path}: fewer tensors than the layout lists")
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's content (memoised per path, size and modification time)."""
+def memoised_sha256(path: Path) -> str:
+    """Hex sha256 of a file's content (memoised per path, size and modification time: a λ
+    sweep hashes the same inputs for every candidate)."""
     stat = path.stat()
     return _sha256(os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=256)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)

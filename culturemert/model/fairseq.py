@@ -21,6 +21,8 @@ from typing import Any
 import torch
 
 from culturemert.atomic import atomic_directory
+from culturemert.digests import sha256_file
+from culturemert.model.card import EncoderCard, lineage
 from culturemert.model.checkpoint import EncoderLoadError, Preprocessing, save_encoder
 from culturemert.model.config import (
     UnsupportedCheckpointError,
@@ -74,6 +76,8 @@ class ConvertSettings:
     """What ``culturemert convert`` writes (``--set heads=false``: the encoder alone)."""
 
     heads: bool = True
+    license: str | None = None  # MERT's fairseq releases are cc-by-nc-4.0; the .pt does not say
+    base_model: str | None = None  # the Hub repo the .pt came from, e.g. m-a-p/MERT-v1-95M
 
 
 @dataclass
@@ -141,12 +145,30 @@ def read_fairseq_checkpoint(path: str | os.PathLike, *, heads: bool = True) -> F
 
 
 def convert_fairseq_checkpoint(
-    path: str | os.PathLike, out: str | os.PathLike, *, heads: bool = True
+    path: str | os.PathLike, out: str | os.PathLike, settings: ConvertSettings | None = None
 ) -> FairseqCheckpoint:
     """Write a fairseq checkpoint as a Hugging Face folder plus ``heads.safetensors``, atomically."""
-    checkpoint = read_fairseq_checkpoint(path, heads=heads)
+    path, settings = Path(path), settings or ConvertSettings()
+    checkpoint = read_fairseq_checkpoint(path, heads=settings.heads)
+    config = checkpoint.encoder.module.config
+    layout = "pre-LN" if config.do_stable_layer_norm else "post-LN"
+    kept = "with its pre-training heads in `heads.safetensors`" if checkpoint.heads else "alone"
+    card = EncoderCard(
+        title=f"{path.stem} (converted from fairseq)",
+        summary=f"A MERT-family encoder ({config.num_hidden_layers} layers × "
+        f"{config.hidden_size}, {layout}) converted from a fairseq checkpoint, {kept}.",
+        lineage=lineage(settings.base_model, license=settings.license),
+        tags=("mert", "fairseq-conversion"),
+        sections=(
+            (
+                "Conversion",
+                f"`culturemert convert` read `{path.name}` (sha256 `{sha256_file(path)}`) with "
+                "an allow-list unpickler and mapped its tensors to HuBERT's names.",
+            ),
+        ),
+    )
     with atomic_directory(out) as staging:
-        save_encoder(checkpoint.encoder, staging)  # replaces the staging folder whole
+        save_encoder(checkpoint.encoder, staging, card=card)  # replaces the staging folder whole
         if checkpoint.heads is not None:
             save_heads(checkpoint.heads, staging)
     return checkpoint
