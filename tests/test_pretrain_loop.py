@@ -176,3 +176,35 @@ def test_parameter_groups_select_the_named_modules(tiny_encoder_dir):
     }
     # A frozen front end must not make autograd run backward through the whole network.
     assert not objective.encoder.feature_extractor(torch.randn(1, 800)).requires_grad
+
+
+def test_a_snapshot_is_the_encoder_a_shorter_stage_ends_with(tmp_path, tiny_encoder_dir):
+    # Constant learning rate after one warm-up update: 2 updates of a 3-update stage are the
+    # same updates as a whole 2-update stage, so the snapshot must equal that stage's export.
+    schedule = {"kind": "constant_cooldown", "peak_lr": 2e-3, "warmup_steps": 1}
+    longer = stage("full", ["all"], 3, schedule=schedule, snapshots=[2])
+    shorter = stage("full", ["all"], 2, schedule=schedule)
+    loop.train(
+        recipe_from_dict(corpus_recipe(tmp_path, tiny_encoder_dir, stages=[longer])), tmp_path / "a"
+    )
+    [reference] = loop.train(
+        recipe_from_dict(corpus_recipe(tmp_path, tiny_encoder_dir, stages=[shorter])),
+        tmp_path / "b",
+    )
+    snapshot = tmp_path / "a" / "snapshots" / "0-full-2"
+    ours, expected = load_encoder(snapshot).state_dict(), load_encoder(reference).state_dict()
+    assert all(torch.equal(ours[name], expected[name]) for name in expected)
+    final = load_encoder(tmp_path / "a" / "stages" / "0-full").state_dict()
+    assert not all(torch.equal(final[name], expected[name]) for name in expected)
+    assert "after 2 of its 3 updates" in (snapshot / "README.md").read_text()
+
+
+@pytest.mark.parametrize("snapshots", [[0], [3], [5]])
+def test_snapshots_must_fall_inside_the_stage(tmp_path, tiny_encoder_dir, snapshots):
+    raw = corpus_recipe(
+        tmp_path, tiny_encoder_dir, stages=[stage("full", ["all"], 3, snapshots=snapshots)]
+    )
+    with pytest.raises(
+        ValueError, match=r"stages\.0\.snapshots: list updates between 1 and steps − 1 \(2\)"
+    ):
+        recipe_from_dict(raw)

@@ -4,6 +4,7 @@ teacher."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import yaml
 
@@ -12,8 +13,11 @@ from culturemert.pretrain.data import Source
 from culturemert.pretrain.recipe import Recipe, recipe_to_dict
 
 
-def stage_card(recipe: Recipe, stage_sources: Sequence[Sequence[Source]]) -> EncoderCard:
-    """The card of the encoder exported after stage ``len(stage_sources) - 1``.
+def stage_card(
+    recipe: Recipe, stage_sources: Sequence[Sequence[Source]], *, updates: int | None = None
+) -> EncoderCard:
+    """The card of the encoder exported after stage ``len(stage_sources) - 1``, or after
+    ``updates`` of that stage's updates (a snapshot).
 
     ``stage_sources`` holds the data sources of that stage and of every stage before it, as
     the run planned them. The licence is the card's of ``recipe.init`` (none is known for a
@@ -21,6 +25,8 @@ def stage_card(recipe: Recipe, stage_sources: Sequence[Sequence[Source]]) -> Enc
     """
     done = recipe.stages[: len(stage_sources)]
     last = len(done) - 1
+    if updates is not None:
+        done = [*done[:-1], replace(done[-1], steps=updates)]
     steps = sum(stage.steps for stage in done)
     training = [
         "| stage | trainable | updates | audio per update (s) | audio seen (h) | peak LR |",
@@ -43,7 +49,12 @@ def stage_card(recipe: Recipe, stage_sources: Sequence[Sequence[Source]]) -> Enc
     ]
     recipe_text = yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False).rstrip()
     return EncoderCard(
-        title=f"Continually pre-trained encoder: stage {last}-{done[-1].name}",
+        title=f"Continually pre-trained encoder: stage {last}-{done[-1].name}"
+        + (
+            ""
+            if updates is None
+            else f" after {updates} of its {recipe.stages[last].steps} updates"
+        ),
         summary=(
             f"Made by `culturemert pretrain` from `{recipe.init}` with MERT's masked-prediction "
             f"objective: {steps} updates over stages 0–{last} of the recipe below, learning "

@@ -225,15 +225,14 @@ def train(
             hparams=recipe_to_dict(recipe),
         )
     context = _RunContext(
-        fabric, recipe, objective, preprocessing, targets, checkpoint_path, metrics, progress
+        fabric, recipe, objective, preprocessing, targets, checkpoint_path, metrics, progress, plans
     )
     exported = []
     for plan in plans[position[0] :]:
         restore = resume and plan.index == position[0]
         start = position[1] if restore else 0
         model = _train_stage(context, plan, offsets[plan.index], start, restore)
-        directory = out_dir / "stages" / f"{plan.index}-{plan.config.name}"
-        card = stage_card(recipe, [p.sources for p in plans[: plan.index + 1]])
+        directory, card = context.stage_directory(plan), context.stage_card(plan)
         exported.append(_export(context, model, directory, card))
     if metrics is not None:
         metrics.close()
@@ -250,6 +249,19 @@ class _RunContext:
     checkpoint_path: Path
     metrics: MetricsLog | None
     progress: bool
+    plans: list[StagePlan]
+
+    def stage_card(self, plan: StagePlan, updates: int | None = None) -> EncoderCard:
+        """The card of the encoder after stage ``plan`` (or ``updates`` of its updates)."""
+        sources = [p.sources for p in self.plans[: plan.index + 1]]
+        return stage_card(self.recipe, sources, updates=updates)
+
+    def stage_directory(self, plan: StagePlan, updates: int | None = None) -> Path:
+        """Where the encoder after stage ``plan`` (or ``updates`` of its updates) goes."""
+        name = f"{plan.index}-{plan.config.name}"
+        if updates is None:
+            return self.checkpoint_path.parents[1] / "stages" / name
+        return self.checkpoint_path.parents[1] / "snapshots" / f"{name}-{updates}"
 
 
 def _seed(*parts: int) -> int:
@@ -341,6 +353,9 @@ def _train_stage(
             if context.metrics is not None:
                 context.metrics.write(row)
             clock, audio_since_log = time.perf_counter(), 0.0
+        if done in stage.snapshots:
+            directory, card = context.stage_directory(plan, done), context.stage_card(plan, done)
+            _export(context, model, directory, card)
         if checkpoint_now:
             save_checkpoint(
                 fabric,

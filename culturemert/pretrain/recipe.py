@@ -85,6 +85,9 @@ class StageConfig:
     crop_seconds: float = 5.0
     accumulate: int = 1
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    # Updates after which the encoder is also exported, to snapshots/<stage>-<name>-<updates>
+    # (learning curves: probe the encoder part-way through a stage).
+    snapshots: list[int] = field(default_factory=list)
 
     @property
     def crops_per_step(self) -> int:
@@ -189,6 +192,11 @@ def _validate_stage(stage: StageConfig, where: str, recipe: Recipe) -> None:
     )
     _check(stage.steps >= 1, f"{where}.steps", f"must be ≥ 1, got {stage.steps}")
     _check(stage.accumulate >= 1, f"{where}.accumulate", f"must be ≥ 1, got {stage.accumulate}")
+    _check(
+        all(1 <= k < stage.steps for k in stage.snapshots),
+        f"{where}.snapshots",
+        f"list updates between 1 and steps − 1 ({stage.steps - 1}), got {stage.snapshots}",
+    )
     _check(
         stage.crop_seconds * SAMPLE_RATE >= MIN_SAMPLES,
         f"{where}.crop_seconds",
