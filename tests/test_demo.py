@@ -55,7 +55,10 @@ def test_shipped_recipe_declares_the_whole_experiment():
     assert set(merged["validate_on"]) == {f"synth-{t}" for t in ["western", *OTHERS]}
 
     # 4. Every encoder probed on every tradition's task; 5. one report over all of them.
-    evaluated = {s.config["encoder"] for s in by_kind["evaluate"]}
+    report = steps["report"].config
+    curve_steps = {reference[1:] for reference in report["curve_results"]}
+    table_evaluations = [s for s in by_kind["evaluate"] if s.name not in curve_steps]
+    evaluated = {s.config["encoder"] for s in table_evaluations}
     assert evaluated == {
         "@init",
         "@base",
@@ -64,13 +67,21 @@ def test_shipped_recipe_declares_the_whole_experiment():
         *(f"@{n}" for n in singles),
         "features:mfcc+chroma",  # the hand-made reference
     }
-    for step in by_kind["evaluate"]:
+    for step in table_evaluations:
         assert step.config["tasks"] == merged["validate_on"]
-    report = steps["report"].config
-    assert set(report["results"]) == {f"@{s.name}" for s in by_kind["evaluate"]}
+    assert set(report["results"]) == {f"@{s.name}" for s in table_evaluations}
+    # Learning curves: base snapshots part-way, and each CPT after its first stage.
+    snapshots = base["stages"][0]["snapshots"]
+    assert {steps[name].config["encoder"] for name in curve_steps} == {
+        *(f"@base/snapshots/0-western-{k}" for k in snapshots),
+        *(f"@only-{t}/stages/0-heads-cnn" for t in OTHERS),
+    }
+    names_with_curves = {s.config["name"] for s in by_kind["evaluate"]}
+    for curve in report["curves"]:
+        assert {p["model"] for p in curve["points"]} | {curve["reference"]} <= names_with_curves
     assert report["sweeps"] == ["@merged"] and report["limits"]
     # The paper's questions are claims judged in the report, each naming two evaluated models.
-    names = {s.config["name"] for s in by_kind["evaluate"]}
+    names = {s.config["name"] for s in table_evaluations}
     claims = report["claims"]
     assert {(c["model"], c["reference"]) for c in claims} >= {
         ("base (Western)", "MFCC + chroma (hand-made)"),

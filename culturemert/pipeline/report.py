@@ -29,6 +29,7 @@ from culturemert.evaluate.report import (
     write_report,
 )
 from culturemert.evaluate.results import Results, load_predictions, load_results
+from culturemert.pipeline.curves import CurveSpec, build_curves, curves_json, curves_section
 from culturemert.pipeline.runner import StepContext
 
 
@@ -44,6 +45,9 @@ class ReportSettings:
     sweeps: list[str] = field(default_factory=list)  # merge products: sweep.csv and sweep.png
     baseline: str | None = None  # model the changes are measured from (default: the first)
     limits: list[str] = field(default_factory=list)  # what the experiment does not show
+    curves: list[CurveSpec] = field(default_factory=list)
+    # Results only the curves read (snapshots part-way through training), kept out of the tables.
+    curve_results: list[str] = field(default_factory=list)
 
 
 def change_matrix(
@@ -255,6 +259,11 @@ def run_report(settings: ReportSettings, context: StepContext) -> Path:
         write_text(
             context.out / "claims.json", json.dumps(claims, indent=1, ensure_ascii=False) + "\n"
         )
+    if settings.curves:
+        snapshots = [load_results(path) for path in settings.curve_results]
+        curves = build_curves(settings.curves, replicas + snapshots)
+        lead.append(curves_section(curves))
+        write_text(context.out / "curves.json", json.dumps(curves_json(curves), indent=1) + "\n")
     _, page = write_report(
         runs, context.out, title=settings.title, intro=settings.about, lead=lead, extra=extra
     )
