@@ -18,6 +18,8 @@ import numpy as np
 from culturemert.evaluate.report import TASK_TITLES, Section, figure_png
 from culturemert.evaluate.results import Results
 
+METRIC_TITLES = {"roc_auc": "ROC-AUC", "map": "mAP"}
+
 
 @dataclass
 class CurvePoint:
@@ -136,9 +138,13 @@ def curves_png(curves: Sequence[Curve]) -> str:
     """Base64 PNG: a panel per curve, replicas thin, their mean thick, the reference a band."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(3.6 * len(curves) + 0.6, 3.4), layout="constrained")
-    panels = figure.subplots(1, len(curves), squeeze=False)[0]
-    for axes, curve in zip(panels, curves, strict=True):
+    columns = min(3, len(curves))
+    rows = -(-len(curves) // columns)
+    figure = Figure(figsize=(4.2 * columns, 3.3 * rows), layout="constrained")
+    panels = figure.subplots(rows, columns, squeeze=False).ravel()
+    for axes in panels[len(curves) :]:
+        axes.set_visible(False)
+    for axes, curve in zip(panels, curves, strict=False):
         updates = [point.updates for point in curve.spec.points]
         replicas = max(len(scores) for scores in curve.scores)
         for r in range(replicas):
@@ -150,10 +156,15 @@ def curves_png(curves: Sequence[Curve]) -> str:
             mean, sd = _mean_sd(curve.reference)
             axes.axhspan(mean - sd, mean + sd, color="tab:orange", alpha=0.25)
             axes.axhline(mean, color="tab:orange", linestyle="--", label=curve.spec.reference)
-        tasks = ", ".join(TASK_TITLES.get(t, t) for t in curve.spec.tasks)
-        axes.set_title(f"{curve.spec.name}\n({tasks})", fontsize=9)
+        tasks = curve.spec.tasks
+        on = (
+            TASK_TITLES.get(tasks[0], tasks[0])
+            if len(tasks) == 1
+            else f"mean of {len(tasks)} tasks"
+        )
+        axes.set_title(f"{curve.spec.name}\n({on})", fontsize=9)
         axes.set_xlabel("updates since the first point")
-        axes.set_ylabel(f"test {curve.spec.metric} (points)")
+        axes.set_ylabel(f"test {METRIC_TITLES.get(curve.spec.metric, curve.spec.metric)} (points)")
         axes.legend(fontsize=7, loc="best")
     return figure_png(figure)
 
