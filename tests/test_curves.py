@@ -1,4 +1,4 @@
-"""Learning curves: scores, readings and the report section from constructed results."""
+"""Learning curves and the claims summary: scores, readings and report sections from constructed results."""
 
 from __future__ import annotations
 
@@ -79,3 +79,19 @@ def test_bad_curves_are_refused():
     other_task = CurveSpec("x", ["c"], [CurvePoint("init", 0), CurvePoint("final", 3)])
     with pytest.raises(ValueError, match="'init' has no roc_auc on c"):
         build_curves([other_task], RUNS)
+
+
+def test_the_claims_summary_counts_every_verdict():
+    from culturemert.pipeline.report import verdict_summary
+
+    rows = [
+        {"name": "a", "verdict": "supported"},
+        {"name": "b", "verdict": "inconclusive"},
+        {"name": "c", "verdict": "contradicted"},
+        {"name": "d", "verdict": "inconclusive"},
+    ]
+    assert verdict_summary(rows) == (
+        "Of 4 claims: 1 supported, 1 contradicted, 2 inconclusive; "
+        "decided: a (supported); c (contradicted)."
+    )
+    assert verdict_summary(rows[1:2]).endswith("; none is decided.")

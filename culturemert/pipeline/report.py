@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from culturemert.atomic import write_text
-from culturemert.evaluate.claims import LEVEL, ClaimSpec, judge
+from culturemert.evaluate.claims import LEVEL, VERDICTS, ClaimSpec, judge
 from culturemert.evaluate.report import (
     TASK_TITLES,
     Section,
@@ -201,8 +201,20 @@ def claims_section(rows: list[dict]) -> Section:
         "Claims and verdicts",
         table,
         images=(("claims", forest_png(rows)),),
-        items=(rule,),
+        items=(verdict_summary(rows), rule),
     )
+
+
+def verdict_summary(rows: list[dict]) -> str:
+    """One plain sentence: how many claims got each verdict, and which were decided."""
+    counts = ", ".join(
+        f"{sum(row['verdict'] == verdict for row in rows)} {verdict}" for verdict in VERDICTS
+    )
+    decided = [
+        f"{row['name']} ({row['verdict']})" for row in rows if row["verdict"] != "inconclusive"
+    ]
+    named = f"; decided: {'; '.join(decided)}" if decided else "; none is decided"
+    return f"Of {len(rows)} claims: {counts}{named}."
 
 
 def forest_png(rows: list[dict]) -> str:
