@@ -27,7 +27,7 @@ def add_parser(subparsers) -> None:
         choices=("small", "full"),
         default="small",
         help="small: the shipped demo (minutes); full: five pre-training replicas and twice the "
-        "clips, for tighter intervals (about half an hour on 2 cores)",
+        "clips, for tighter intervals (25 minutes on 2 cores)",
     )
     add_pipeline_options(parser, "steps.corpus.clips_per_tradition=60")
     parser.set_defaults(run=run)
