@@ -71,6 +71,15 @@ def test_uploads_exactly_the_encoder_files_and_card(encoder, hub):
     assert "https://huggingface.co/me/enc/commit/abc" in out
 
 
+def test_pretraining_heads_travel_with_the_encoder(encoder, hub, tmp_path):
+    converted = shutil.copytree(encoder, tmp_path / "converted")
+    (converted / "heads.safetensors").write_bytes(b"heads")
+    assert push(str(converted), "me/enc")[0] == 0
+    present = [p.relative_to(converted).as_posix() for p in converted.rglob("*") if p.is_file()]
+    sent = set(filter_repo_objects(present, allow_patterns=hub[-1][2]["allow_patterns"]))
+    assert sent == ENCODER_FILES | {"heads.safetensors"}
+
+
 def test_refuses_a_broken_folder_and_a_missing_or_unlicensed_card(encoder, hub, tmp_path):
     broken = shutil.copytree(encoder, tmp_path / "broken")
     (broken / "model.safetensors").write_bytes(b"not safetensors")

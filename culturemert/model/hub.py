@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from culturemert.model.card import CARD_FILE, load_card
+from culturemert.model.heads import HEADS_FILE
 
 _METADATA_FILES = ("config.json", "preprocessor_config.json")
 
@@ -35,7 +36,8 @@ class Pushed(NamedTuple):
 
 
 def encoder_files(directory: str | os.PathLike) -> list[str]:
-    """The files an encoder folder publishes: config, preprocessing, weights (every shard), card."""
+    """The files an encoder folder publishes: config, preprocessing, pre-training heads if any,
+    weights (every shard), card."""
     directory = Path(directory)
     index = directory / "model.safetensors.index.json"
     if (directory / "model.safetensors").is_file():
@@ -45,7 +47,9 @@ def encoder_files(directory: str | os.PathLike) -> list[str]:
         weights = [index.name, *shards]
     else:
         weights = ["pytorch_model.bin"]
-    present = [name for name in _METADATA_FILES if (directory / name).is_file()]
+    # The pre-training heads of a converted MERT checkpoint travel with it: continual
+    # pre-training from the published folder then starts from them too.
+    present = [name for name in (*_METADATA_FILES, HEADS_FILE) if (directory / name).is_file()]
     return [*present, *weights, CARD_FILE]
 
 
