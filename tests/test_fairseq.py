@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 from conftest import random_state_dict, reference_hubert_config, tiny_mert_config, write_checkpoint
 from huggingface_hub import ModelCard
 from pretrain_corpus import ToneTeacher, corpus_recipe, stage
@@ -436,3 +437,18 @@ def test_a_teacher_of_other_codebook_sizes_is_refused_before_training(tmp_path):
     with pytest.raises(HeadsMismatchError, match=r"codebooks of sizes 2 × 8.*\[8, 4\]"):
         loop.train(recipe_from_dict(recipe), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_pretrain_check_refuses_heads_that_do_not_fit(tmp_path, tiny_encoder_dir, capsys):
+    source = tmp_path / "MERT_fairseq.pt"
+    write_fairseq_checkpoint(source)
+    recipe = corpus_recipe(tmp_path, source, stages=[stage("full", ["all"], 1)])
+    recipe["objective"]["final_dim"] = FINAL_DIM
+    file = tmp_path / "recipe.yaml"
+    file.write_text(yaml.safe_dump(recipe))
+    assert main(["pretrain", str(file), "--check"]) == 1
+    assert re.search(r"codebooks of sizes 2 × 8.*\[8, 4\]", capsys.readouterr().err)
+    recipe["init"] = str(tiny_encoder_dir)  # no stored heads: new ones, nothing to refuse
+    file.write_text(yaml.safe_dump(recipe))
+    assert main(["pretrain", str(file), "--check"]) == 0
+    assert f"init: {tiny_encoder_dir} loads" in capsys.readouterr().out

@@ -44,7 +44,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--check",
         action="store_true",
-        help="check the recipe, manifests and targets, print the stages, and stop",
+        help="check the recipe, manifests, targets and the starting encoder with its stored "
+        "heads, print the stages, and stop",
     )
     parser.set_defaults(run=run)
 
@@ -57,7 +58,13 @@ def run(args: argparse.Namespace) -> int:
     from culturemert.manifest import ManifestError
     from culturemert.model import EncoderLoadError, NonFiniteWeightsError
     from culturemert.pretrain.data import DataError
-    from culturemert.pretrain.loop import NonFiniteLossError, RunError, plan_stages, train
+    from culturemert.pretrain.loop import (
+        NonFiniteLossError,
+        RunError,
+        build_objective,
+        plan_stages,
+        train,
+    )
     from culturemert.pretrain.recipe import RecipeError, load_recipe
     from culturemert.teachers.targets import TargetsError
 
@@ -77,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
                 recipe, world_size=recipe.engine.devices * recipe.engine.num_nodes
             )
             _print_plan(plans)
+            build_objective(recipe)  # the starting encoder loads and its stored heads fit
+            print(
+                f"init: {recipe.init} loads; stored pre-training heads, if any, fit the objective"
+            )
             return 0
         exported = train(recipe, out, resume=args.resume)
     except (
