@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -36,10 +37,19 @@ def shrink(raw: dict) -> dict:
             for stage in step["stages"]:
                 stage.update(steps=2, crop_seconds=1.0, batch_seconds=2.0)
                 stage["schedule"].update(warmup_steps=1)
+                if stage.get("snapshots"):
+                    stage["snapshots"] = [1]  # the one update inside a 2-update stage
+        if step["kind"] == "evaluate" and "/snapshots/" in step["encoder"]:
+            step["encoder"] = re.sub(r"-\d+$", "-1", step["encoder"])
         if step["kind"] == "merge":
             step["lambdas"] = [0.2, 1.0]
         if "protocol" in step:
-            step["protocol"] = {**step["protocol"], "seeds": 1, "max_epochs": 5}
+            selection = step["protocol"].get("selection", {})
+            probe = {**selection.get("probe", {}), "max_epochs": 5}
+            step["protocol"] = {
+                **step["protocol"],
+                "selection": {**selection, "seeds": 1, "probe": probe},
+            }
     return raw
 
 
