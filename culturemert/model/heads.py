@@ -62,15 +62,14 @@ def save_heads(heads: Heads, directory: str | os.PathLike) -> Path:
 def read_heads(directory: str | os.PathLike) -> Heads | None:
     """The heads stored in ``directory``, or None when it holds none."""
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
     path = Path(directory) / HEADS_FILE
     if not path.is_file():
         return None
-    try:
+    try:  # one opening for the facts and the tensors
         with safe_open(str(path), framework="pt") as handle:
             meta = handle.metadata() or {}
-        tensors = load_file(str(path))
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (not a dict)
     except Exception as error:  # safetensors raises its own error types for damaged files
         raise HeadsFileError(f"{path}: not a readable safetensors file ({error})") from None
     try:

@@ -107,7 +107,7 @@ def reading(curve: Curve) -> str:
         f"{np.mean(last):.1f} at {end.updates}, a change of {mean:+.1f}{spread} points"
     )
     if curve.reference:
-        gap, gap_sd = _mean_sd(np.mean(last) - np.asarray(curve.reference))
+        gap = float(np.mean(last) - np.mean(curve.reference))
         side = "above" if gap > 0 else "below"
         text += f"; it ends {abs(gap):.1f} points {side} {curve.spec.reference}"
     return text + "."
